@@ -1,0 +1,81 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  BadRequest_FieldViolationSchema,
+  BadRequestSchema,
+  ErrorInfoSchema,
+} from "../../gen/google/rpc/error_details_pb.js";
+
+/**
+ * The error catalogue: small factories for every typed error Switchboard
+ * sends. Handlers and adapters throw only what these return, so clients can
+ * rely on codes, reasons and details.
+ */
+
+/** The `google.rpc.ErrorInfo` domain of every reason Switchboard sends. */
+export const ERROR_DOMAIN = "switchboard.dev";
+
+/** Reasons carried in `google.rpc.ErrorInfo`. */
+export const Reason = {
+  USERNAME_TAKEN: "USERNAME_TAKEN",
+  EMAIL_TAKEN: "EMAIL_TAKEN",
+} as const;
+export type Reason = (typeof Reason)[keyof typeof Reason];
+
+/** One bad field of a request. */
+export interface FieldViolation {
+  /** Path of the field, e.g. `username` or `ids[3]`. */
+  readonly field: string;
+  readonly description: string;
+}
+
+/** InvalidArgument carrying a `google.rpc.BadRequest` with every violation. */
+export function invalidArgument(violations: readonly FieldViolation[]): ConnectError {
+  const summary = violations.map((v) => `${v.field}: ${v.description}`).join("; ");
+  return new ConnectError(summary || "invalid request", Code.InvalidArgument, undefined, [
+    {
+      desc: BadRequestSchema,
+      value: create(BadRequestSchema, {
+        fieldViolations: violations.map((v) =>
+          create(BadRequest_FieldViolationSchema, { field: v.field, description: v.description }),
+        ),
+      }),
+    },
+  ]);
+}
+
+/** AlreadyExists carrying a `google.rpc.ErrorInfo` with the given reason. */
+export function alreadyExists(
+  reason: Reason,
+  message: string,
+  metadata: Record<string, string> = {},
+  cause?: unknown,
+): ConnectError {
+  return new ConnectError(
+    message,
+    Code.AlreadyExists,
+    undefined,
+    [
+      {
+        desc: ErrorInfoSchema,
+        value: create(ErrorInfoSchema, { reason, domain: ERROR_DOMAIN, metadata }),
+      },
+    ],
+    cause,
+  );
+}
+
+/** NotFound for a named resource. */
+export function notFound(what: string): ConnectError {
+  return new ConnectError(`${what} not found`, Code.NotFound);
+}
+
+/** Unavailable, e.g. the database cannot be reached; `cause` goes to the log only. */
+export function unavailable(message: string, cause?: unknown): ConnectError {
+  return new ConnectError(message, Code.Unavailable, undefined, undefined, cause);
+}
+
+/** Internal with no detail for the caller; `cause` goes to the log only. */
+export function internal(cause?: unknown): ConnectError {
+  return new ConnectError("internal error", Code.Internal, undefined, undefined, cause);
+}
