@@ -303,14 +303,16 @@ export type CreateUsersResponse = Message<"switchboard.user.v1.CreateUsersRespon
   failedCount: number;
 
   /**
-   * Each failed request, in stream order.
+   * Each failed request, in stream order: at most the first 10,000 so the
+   * summary of a huge import stays a bounded message; failed_count is exact.
    *
    * @generated from field: repeated switchboard.user.v1.CreateUsersResponse.Failure failures = 3;
    */
   failures: CreateUsersResponse_Failure[];
 
   /**
-   * Each created user, in stream order.
+   * Each created user, in stream order: at most the first 1,000;
+   * created_count is exact.
    *
    * @generated from field: repeated switchboard.user.v1.User users = 4;
    */
