@@ -37,7 +37,12 @@ export interface NewUser {
 
 /** Options every storage call accepts. */
 export interface CallOptions {
-  /** Aborts the call; adapters check it before doing work. */
+  /**
+   * Aborts the call; adapters check it before doing work (not mid-query). An
+   * aborted call rejects with the signal's reason if that is a
+   * `ConnectError`, with DeadlineExceeded for a `TimeoutError`, and with
+   * Canceled otherwise.
+   */
   readonly signal?: AbortSignal;
 }
 
@@ -53,12 +58,15 @@ export interface Store {
    * `google.rpc.ErrorInfo` whose reason is USERNAME_TAKEN or EMAIL_TAKEN.
    */
   createUser(user: NewUser, options?: CallOptions): Promise<UserRecord>;
-  /** Returns the user with this id, or undefined. */
+  /** Returns the user with this id, or undefined (also for ids that are not UUIDs). */
   getUser(id: string, options?: CallOptions): Promise<UserRecord | undefined>;
-  /** Returns up to `limit` users with `seq > afterSeq`, in `seq` order. */
+  /**
+   * Returns up to `limit` users with `seq > afterSeq`, in `seq` order. Both
+   * arguments must be safe integers, `limit >= 0` (otherwise Internal).
+   */
   listUsersAfter(afterSeq: number, limit: number, options?: CallOptions): Promise<UserRecord[]>;
-  /** Checks the database answers (used by health checks). */
+  /** Checks the database answers (used by health checks); Unavailable if it does not. */
   ping(options?: CallOptions): Promise<void>;
-  /** Releases connections. Idempotent. */
+  /** Releases connections. Idempotent; calls made afterwards reject with Unavailable. */
   close(): Promise<void>;
 }

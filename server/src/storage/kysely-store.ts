@@ -1,0 +1,230 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { type Kysely, type Selectable, sql } from "kysely";
+import { internal, unavailable } from "../errors.js";
+import type { Database, UsersTable } from "./schema.js";
+import type { CallOptions, NewUser, Store, StoreKind, UserRecord } from "./store.js";
+
+/**
+ * The one query layer behind both adapters. Dialect differences are confined
+ * to how `seq` is assigned and how `create_time` is encoded; everything else
+ * is the same Kysely query on either database.
+ */
+
+/** The logging surface storage needs; a pino logger satisfies it. */
+export interface StoreLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+/** Turns any error a driver (or Kysely) throws into a `ConnectError`. */
+export type ErrorTranslator = (error: unknown) => ConnectError;
+
+/** What an adapter hands to {@link createKyselyStore}. */
+export interface KyselyStoreConfig {
+  readonly kind: StoreKind;
+  /** Already migrated; the store owns it from now on and destroys it on close. */
+  readonly db: Kysely<Database>;
+  readonly translateError: ErrorTranslator;
+}
+
+/**
+ * Key of the transaction-scoped advisory lock that serialises user inserts on
+ * PostgreSQL. Any constant works as long as nothing else in the database uses
+ * it; it is below 2^53 so it survives as a JS number literal.
+ */
+const USER_INSERT_LOCK_KEY = 0x5342_5553_4552;
+
+const USER_COLUMNS = [
+  "id",
+  "seq",
+  "username",
+  "email",
+  "display_name",
+  "password_hash",
+  "create_time",
+] as const;
+
+type UserRow = Pick<Selectable<UsersTable>, (typeof USER_COLUMNS)[number]>;
+
+/**
+ * Throws if the call was aborted, as a `ConnectError` so callers see one error
+ * type: a `ConnectError` reason (what Connect handler signals carry) is thrown
+ * unchanged, a `TimeoutError` (e.g. `AbortSignal.timeout`) becomes
+ * DeadlineExceeded, anything else Canceled. `ConnectError.from` is not used
+ * because it maps timeouts to Canceled.
+ */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal === undefined || !signal.aborted) {
+    return;
+  }
+  const reason: unknown = signal.reason;
+  if (reason instanceof ConnectError) {
+    throw reason;
+  }
+  if (reason instanceof Error && reason.name === "TimeoutError") {
+    throw new ConnectError(
+      "storage call timed out",
+      Code.DeadlineExceeded,
+      undefined,
+      undefined,
+      reason,
+    );
+  }
+  throw new ConnectError("storage call canceled", Code.Canceled, undefined, undefined, reason);
+}
+
+/** Builds a {@link Store} over a migrated Kysely instance. */
+export function createKyselyStore(config: KyselyStoreConfig): Store {
+  return new KyselyStore(config);
+}
+
+class KyselyStore implements Store {
+  readonly kind: StoreKind;
+  readonly #db: Kysely<Database>;
+  readonly #translate: ErrorTranslator;
+  #closing: Promise<void> | undefined;
+
+  constructor(config: KyselyStoreConfig) {
+    this.kind = config.kind;
+    this.#db = config.db;
+    this.#translate = config.translateError;
+  }
+
+  createUser(user: NewUser, options?: CallOptions): Promise<UserRecord> {
+    return this.#run(options, async () => {
+      const row =
+        this.kind === "postgres"
+          ? await this.#insertPostgres(user)
+          : await this.#insertSqlite(user);
+      return toRecord(row);
+    });
+  }
+
+  getUser(id: string, options?: CallOptions): Promise<UserRecord | undefined> {
+    return this.#run(options, async () => {
+      const row = await this.#db
+        .selectFrom("users")
+        .select(USER_COLUMNS)
+        .where("id", "=", id)
+        .executeTakeFirst();
+      return row === undefined ? undefined : toRecord(row);
+    });
+  }
+
+  listUsersAfter(afterSeq: number, limit: number, options?: CallOptions): Promise<UserRecord[]> {
+    return this.#run(options, async () => {
+      if (!Number.isSafeInteger(afterSeq) || !Number.isSafeInteger(limit) || limit < 0) {
+        throw new RangeError(`listUsersAfter(${afterSeq}, ${limit}): expected safe integers`);
+      }
+      if (limit === 0) {
+        return [];
+      }
+      const rows = await this.#db
+        .selectFrom("users")
+        .select(USER_COLUMNS)
+        .where("seq", ">", afterSeq)
+        .orderBy("seq")
+        .limit(limit)
+        .execute();
+      return rows.map(toRecord);
+    });
+  }
+
+  ping(options?: CallOptions): Promise<void> {
+    return this.#run(options, async () => {
+      await sql`select 1`.execute(this.#db);
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#db.destroy().catch((error: unknown) => {
+      throw this.#translate(error);
+    });
+    return this.#closing;
+  }
+
+  /**
+   * SQLite has a single writer and the statement takes the write lock before
+   * it reads max(seq), so computing the next seq inside the insert is both
+   * race-free and commit-ordered.
+   */
+  async #insertSqlite(user: NewUser): Promise<UserRow> {
+    return this.#db
+      .insertInto("users")
+      .values({
+        ...userValues(user),
+        seq: sql<number>`(select coalesce(max(seq), 0) + 1 from users)`,
+        create_time: user.createTime.getTime(),
+      })
+      .returning(USER_COLUMNS)
+      .executeTakeFirstOrThrow();
+  }
+
+  /**
+   * An identity column alone is not enough on PostgreSQL: two concurrent
+   * inserts take seq 7 and 8 in that order but may commit as 8 then 7, and a
+   * live feed that already read up to 8 would never see 7. Holding a
+   * transaction-scoped advisory lock across insert and commit makes inserts
+   * take seq values and become visible one at a time, in order (the lock is
+   * released only after the commit is visible). Registration is rare, so the
+   * serialisation costs nothing that matters; readers are never blocked.
+   */
+  async #insertPostgres(user: NewUser): Promise<UserRow> {
+    return this.#db.transaction().execute(async (trx) => {
+      await sql`select pg_advisory_xact_lock(${sql.lit(USER_INSERT_LOCK_KEY)})`.execute(trx);
+      return trx
+        .insertInto("users")
+        .values({ ...userValues(user), create_time: user.createTime })
+        .returning(USER_COLUMNS)
+        .executeTakeFirstOrThrow();
+    });
+  }
+
+  /** The wrapper every call goes through: abort check, closed check, error translation. */
+  async #run<T>(options: CallOptions | undefined, work: () => Promise<T>): Promise<T> {
+    throwIfAborted(options?.signal);
+    if (this.#closing !== undefined) {
+      throw unavailable("storage is closed");
+    }
+    try {
+      return await work();
+    } catch (error) {
+      throw this.#translate(error);
+    }
+  }
+}
+
+function userValues(user: NewUser) {
+  return {
+    id: user.id,
+    username: user.username,
+    email: user.email,
+    display_name: user.displayName,
+    password_hash: user.passwordHash,
+  };
+}
+
+function toRecord(row: UserRow): UserRecord {
+  return {
+    id: row.id,
+    username: row.username,
+    email: row.email,
+    displayName: row.display_name,
+    passwordHash: row.password_hash,
+    createTime: toDate(row.create_time),
+    seq: toSeq(row.seq),
+  };
+}
+
+function toDate(value: Date | number): Date {
+  // A fresh Date either way, so callers cannot mutate anything shared.
+  return new Date(value instanceof Date ? value.getTime() : value);
+}
+
+function toSeq(value: number | string): number {
+  const seq = Number(value);
+  if (!Number.isSafeInteger(seq)) {
+    throw internal(new RangeError(`seq ${String(value)} is not a safe integer`));
+  }
+  return seq;
+}
