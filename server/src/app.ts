@@ -1,0 +1,125 @@
+import type http from "node:http";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
+import Fastify, { type FastifyInstance, LogController } from "fastify";
+import type { Logger } from "pino";
+import { hashPassword } from "./auth/passwords.js";
+import type { Config } from "./config.js";
+import { WakeSignal } from "./events/wake-signal.js";
+import { type CallTracker, createCallTracker } from "./interceptors/call-tracker-interceptor.js";
+import { errorInterceptor } from "./interceptors/error-interceptor.js";
+import { HealthState } from "./protocol/health.js";
+import { createListener, type Listener, type RequestHandler } from "./protocol/listener.js";
+import { appServices, routes } from "./routes.js";
+import { createUserService } from "./services/user-service.js";
+import type { Store } from "./storage/store.js";
+
+/** What `build` needs besides the configuration. */
+export interface AppDeps {
+  readonly store: Store;
+  readonly logger: Logger;
+  /** Replaces argon2id hashing (tests of unrelated behaviour may want speed). */
+  readonly hashPassword?: (password: string) => Promise<string>;
+}
+
+/** A built, not yet listening Switchboard server. */
+export interface App {
+  readonly fastify: FastifyInstance<http.Server, http.IncomingMessage, http.ServerResponse, Logger>;
+  readonly health: HealthState;
+  readonly listener: Listener;
+  /** Calls in flight and open streams. */
+  readonly calls: CallTracker;
+  /** Starts listening; resolves with the base URL (http:// or https://). */
+  listen(): Promise<string>;
+  /**
+   * Graceful shutdown: NOT_SERVING, stop accepting, let in-flight unary
+   * calls finish, end open streams with Unavailable, and force-close
+   * whatever is left when the grace period ends. Idempotent.
+   */
+  shutdown(): Promise<void>;
+}
+
+/** Builds the Fastify app with every service on one port. Only `main.ts` listens for real. */
+export async function build(config: Config, deps: AppDeps): Promise<App> {
+  const { store, logger } = deps;
+  const health = new HealthState(appServices.map((s) => s.typeName));
+  const userCreated = new WakeSignal();
+  const calls = createCallTracker(config.maxOpenStreams);
+  const shutdownController = new AbortController();
+
+  let listener: Listener | undefined;
+  const fastify = Fastify({
+    loggerInstance: logger,
+    // Every call is logged once by the RPC layer, not per HTTP request.
+    logController: new LogController({ disableRequestLogging: true }),
+    // One port, every protocol: see protocol/listener.ts.
+    serverFactory: (handler) => {
+      listener = createListener(handler as RequestHandler, {
+        tls: config.tls,
+        maxConcurrentStreams: config.maxConcurrentStreams,
+      });
+      // Fastify only calls listen/close/address on it, which net.Server has.
+      return listener.server as http.Server;
+    },
+  });
+  if (!listener) throw new Error("serverFactory was not called");
+  const oneListener: Listener = listener;
+
+  await fastify.register(fastifyConnectPlugin, {
+    routes: routes({
+      userService: createUserService({
+        store,
+        userCreated,
+        logger,
+        hashPassword: deps.hashPassword ?? hashPassword,
+      }),
+      health,
+    }),
+    // Outermost first: the tracker sees every call, the error boundary
+    // wraps the handlers.
+    interceptors: [calls.interceptor, errorInterceptor(logger)],
+    readMaxBytes: config.maxMessageBytes,
+    writeMaxBytes: config.maxMessageBytes,
+    shutdownSignal: shutdownController.signal,
+  });
+
+  let shuttingDown: Promise<void> | undefined;
+  const shutdown = async () => {
+    health.setAllNotServing();
+    const closing = fastify.close();
+    oneListener.drain();
+    let graceTimer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((resolve) => {
+      graceTimer = setTimeout(resolve, config.shutdownGraceMs);
+    });
+    await Promise.race([calls.whenUnaryIdle(), grace]);
+    shutdownController.abort(new ConnectError("server is shutting down", Code.Unavailable));
+    await Promise.race([oneListener.whenIdle(), grace]);
+    // Destroying a socket drops writes still buffered (the streams' final
+    // Unavailable trailers among them), so connections are ended
+    // gracefully and destroyed only when the grace period runs out.
+    await Promise.race([oneListener.closeGracefully(), grace]);
+    clearTimeout(graceTimer);
+    oneListener.destroyAll();
+    await closing;
+    await store.close();
+  };
+
+  return {
+    fastify,
+    health,
+    listener: oneListener,
+    calls,
+    async listen() {
+      await fastify.listen({ host: config.host, port: config.port });
+      const address = fastify.server.address();
+      const port = typeof address === "object" && address ? address.port : config.port;
+      const host = config.host === "0.0.0.0" || config.host === "::" ? "localhost" : config.host;
+      return `${config.tls ? "https" : "http"}://${host.includes(":") ? `[${host}]` : host}:${port}`;
+    },
+    shutdown() {
+      shuttingDown ??= shutdown();
+      return shuttingDown;
+    },
+  };
+}

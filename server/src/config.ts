@@ -1,0 +1,133 @@
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { z } from "zod";
+
+/**
+ * Switchboard's configuration: every environment variable is parsed and
+ * validated here, once, at start-up. All problems are reported together and
+ * the result is frozen. Only `main.ts` passes `process.env` in; everything
+ * else receives a `Config`.
+ */
+
+const port = z.coerce
+  .number({ error: "must be a number" })
+  .int("must be an integer")
+  .min(0, "must be 0..65535")
+  .max(65535, "must be 0..65535");
+
+const positiveInt = (max: number) =>
+  z.coerce
+    .number({ error: "must be a number" })
+    .int("must be an integer")
+    .min(1, "must be at least 1")
+    .max(max, `must be at most ${max}`);
+
+const emptyAsUndefined = (v: unknown) => (v === "" ? undefined : v);
+
+const envSchema = z
+  .object({
+    NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
+    HOST: z.string().min(1).default("0.0.0.0"),
+    PORT: port.default(8080),
+    DATA_DIR: z.string().min(1).default("./data"),
+    DATABASE_URL: z.preprocess(
+      emptyAsUndefined,
+      z
+        .string()
+        .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
+        .optional(),
+    ),
+    TLS_CERT: z.preprocess(emptyAsUndefined, z.string().optional()),
+    TLS_KEY: z.preprocess(emptyAsUndefined, z.string().optional()),
+    LOG_LEVEL: z
+      .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+      .default("info"),
+    LOG_FORMAT: z.enum(["json", "pretty"]).optional(),
+    SHUTDOWN_GRACE_MS: positiveInt(600_000).default(10_000),
+    MAX_MESSAGE_BYTES: positiveInt(256 * 1024 * 1024).default(4 * 1024 * 1024),
+    MAX_CONCURRENT_STREAMS: positiveInt(100_000).default(256),
+    MAX_OPEN_STREAMS: positiveInt(1_000_000).default(20_000),
+  })
+  .superRefine((env, ctx) => {
+    if ((env.TLS_CERT === undefined) !== (env.TLS_KEY === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: [env.TLS_CERT === undefined ? "TLS_CERT" : "TLS_KEY"],
+        message: "TLS_CERT and TLS_KEY must be set together",
+      });
+    }
+  });
+
+/** The validated, frozen configuration. */
+export interface Config {
+  readonly env: "development" | "production" | "test";
+  readonly host: string;
+  readonly port: number;
+  /** Absolute path of the data directory (SQLite database, generated keys). */
+  readonly dataDir: string;
+  /** PostgreSQL URL; when absent the embedded SQLite store is used. */
+  readonly databaseUrl: string | undefined;
+  /** PEM certificate and key; when present the port speaks TLS (ALPN h2 and http/1.1). */
+  readonly tls: { readonly cert: Buffer; readonly key: Buffer } | undefined;
+  readonly log: { readonly level: string; readonly pretty: boolean };
+  /** How long in-flight calls get to finish after SIGTERM/SIGINT. */
+  readonly shutdownGraceMs: number;
+  /** Largest request or response message, in bytes; bigger ones fail with ResourceExhausted. */
+  readonly maxMessageBytes: number;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS announced to each connection. */
+  readonly maxConcurrentStreams: number;
+  /** Cap on long-lived streaming calls open at once in this process. */
+  readonly maxOpenStreams: number;
+}
+
+/** Thrown by `loadConfig` with every problem found, one per line. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+/** Parses and validates the environment; throws `ConfigError` listing every bad variable. */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => {
+        const name = issue.path.join(".");
+        return `${name}: ${issue.message}${name in env ? ` (got ${JSON.stringify(env[name])})` : ""}`;
+      }),
+    );
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  const readPem = (name: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      problems.push(`${name}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? err})`);
+      return Buffer.alloc(0);
+    }
+  };
+  const tls =
+    e.TLS_CERT !== undefined && e.TLS_KEY !== undefined
+      ? { cert: readPem("TLS_CERT", e.TLS_CERT), key: readPem("TLS_KEY", e.TLS_KEY) }
+      : undefined;
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze({
+    env: e.NODE_ENV,
+    host: e.HOST,
+    port: e.PORT,
+    dataDir: resolve(e.DATA_DIR),
+    databaseUrl: e.DATABASE_URL,
+    tls: tls && Object.freeze(tls),
+    log: Object.freeze({
+      level: e.LOG_LEVEL,
+      pretty: (e.LOG_FORMAT ?? (e.NODE_ENV === "development" ? "pretty" : "json")) === "pretty",
+    }),
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    maxMessageBytes: e.MAX_MESSAGE_BYTES,
+    maxConcurrentStreams: e.MAX_CONCURRENT_STREAMS,
+    maxOpenStreams: e.MAX_OPEN_STREAMS,
+  });
+}

@@ -1,0 +1,56 @@
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { internal } from "../errors.js";
+
+const SERVER_SIDE: ReadonlySet<Code> = new Set([
+  Code.Internal,
+  Code.Unknown,
+  Code.Unavailable,
+  Code.DataLoss,
+]);
+
+/**
+ * The error boundary. Handlers and adapters throw `ConnectError`s with a
+ * standard code; anything else is a bug. A bug becomes Internal with a fixed
+ * message, so no stack, SQL or file path ever reaches a client, while the
+ * original error, with its stack, goes to the log. Works for unary and
+ * streaming calls alike (stream errors surface while the response is read).
+ */
+export function errorInterceptor(logger: Logger): Interceptor {
+  const sanitize = (err: unknown, signal: AbortSignal, procedure: string): ConnectError => {
+    if (err instanceof ConnectError) {
+      // The client's own mistakes (AlreadyExists, InvalidArgument, …) are
+      // not the server's problem; failures of the server's side are logged
+      // with their cause, which the client never sees.
+      if (err.cause !== undefined && SERVER_SIDE.has(err.code)) {
+        logger.error({ err: err.cause, code: Code[err.code], procedure }, err.rawMessage);
+      }
+      return err;
+    }
+    // A client cancellation, deadline or shutdown aborts the call's signal;
+    // whatever the handler was awaiting rejects with that reason.
+    if (signal.aborted) return ConnectError.from(signal.reason);
+    logger.error({ err, procedure }, "unexpected error in handler");
+    return internal();
+  };
+  return (next) => async (req) => {
+    const procedure = `${req.method.parent.typeName}/${req.method.name}`;
+    try {
+      const res = await next(req);
+      if (!res.stream) return res;
+      const messages = res.message;
+      return {
+        ...res,
+        message: (async function* () {
+          try {
+            yield* messages;
+          } catch (err) {
+            throw sanitize(err, req.signal, procedure);
+          }
+        })(),
+      };
+    } catch (err) {
+      throw sanitize(err, req.signal, procedure);
+    }
+  };
+}

@@ -1,0 +1,91 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import {
+  Health,
+  type HealthCheckResponse,
+  HealthCheckResponseSchema,
+  HealthCheckResponse_ServingStatus as ServingStatus,
+} from "../../../gen/health/v1/health_pb.js";
+import { WakeSignal } from "../events/wake-signal.js";
+
+export { ServingStatus };
+
+/**
+ * Serving status per service name, as `grpc.health.v1.Health` reports it.
+ * The empty name stands for the whole server. Shutdown flips everything to
+ * NOT_SERVING so load balancers stop sending new calls.
+ */
+export class HealthState {
+  readonly #status = new Map<string, ServingStatus>();
+  readonly #changed = new WakeSignal();
+
+  /** Registers services as SERVING (the empty name, the server, is always present). */
+  constructor(serviceNames: readonly string[]) {
+    this.#status.set("", ServingStatus.SERVING);
+    for (const name of serviceNames) this.#status.set(name, ServingStatus.SERVING);
+  }
+
+  /** The status of a service, or undefined when it is not known. */
+  get(service: string): ServingStatus | undefined {
+    return this.#status.get(service);
+  }
+
+  /** Sets the status of one known service (or the server, ""). */
+  set(service: string, status: ServingStatus): void {
+    if (this.#status.get(service) === status) return;
+    this.#status.set(service, status);
+    this.#changed.wake();
+  }
+
+  /** Marks every service NOT_SERVING; called when shutdown begins. */
+  setAllNotServing(): void {
+    for (const name of this.#status.keys()) this.set(name, ServingStatus.NOT_SERVING);
+  }
+
+  /** Every known service and its status. */
+  entries(): IterableIterator<[string, ServingStatus]> {
+    return this.#status.entries();
+  }
+
+  /** Yields the status of `service` now and whenever it changes, until `signal` aborts. */
+  async *watch(service: string, signal: AbortSignal): AsyncGenerator<ServingStatus> {
+    let last: ServingStatus | undefined;
+    for (;;) {
+      const version = this.#changed.version;
+      const status = this.#status.get(service) ?? ServingStatus.SERVICE_UNKNOWN;
+      if (status !== last) {
+        last = status;
+        yield status;
+      }
+      await this.#changed.waitAfter(version, signal);
+    }
+  }
+}
+
+const response = (status: ServingStatus): HealthCheckResponse =>
+  create(HealthCheckResponseSchema, { status });
+
+/** Registers `grpc.health.v1.Health` (Check, Watch, List) backed by `state`. */
+export function registerHealth(router: ConnectRouter, state: HealthState): void {
+  router.service(Health, {
+    check(req) {
+      const status = state.get(req.service);
+      if (status === undefined) {
+        throw new ConnectError(`unknown service "${req.service}"`, Code.NotFound);
+      }
+      return response(status);
+    },
+    async *watch(req, context) {
+      for await (const status of state.watch(req.service, context.signal)) {
+        yield response(status);
+      }
+    },
+    list() {
+      return {
+        statuses: Object.fromEntries(
+          [...state.entries()].map(([name, status]) => [name, response(status)]),
+        ),
+      };
+    },
+  });
+}

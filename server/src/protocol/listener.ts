@@ -1,0 +1,206 @@
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+
+/**
+ * One listening port for every protocol Switchboard speaks.
+ *
+ * - Cleartext: browsers use HTTP/1.1 (Connect, gRPC-Web) while native gRPC
+ *   clients use h2c with prior knowledge. Node has no server that does both,
+ *   so a `net.Server` reads the first bytes of each connection, compares them
+ *   with the HTTP/2 connection preface, puts them back and hands the socket
+ *   to an HTTP/1.1 or an HTTP/2 server.
+ * - TLS: one `http2` secure server with `allowHTTP1`, so ALPN picks `h2` or
+ *   `http/1.1` on the same port.
+ *
+ * The listener also tracks every connection so shutdown can first drain
+ * (GOAWAY for HTTP/2, close idle HTTP/1.1 keep-alives) and then force-close.
+ */
+
+/** The request handler Fastify hands to its `serverFactory`. */
+export type RequestHandler = (
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+) => void;
+
+/** Options for `createListener`. */
+export interface ListenerOptions {
+  /** PEM certificate and key; when set, the port speaks TLS. */
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer } | undefined;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS announced to HTTP/2 peers. */
+  readonly maxConcurrentStreams: number;
+  /** A connection that sends no first byte within this time is dropped. */
+  readonly prefaceTimeoutMs?: number;
+}
+
+/** The server Fastify listens on, plus the controls shutdown needs. */
+export interface Listener {
+  /** The listening server (what `serverFactory` returns). */
+  readonly server: net.Server;
+  /** Starts a graceful drain: GOAWAY to HTTP/2 sessions, idle HTTP/1.1 connections closed. */
+  drain(): void;
+  /**
+   * Ends connections that carry no request any more: HTTP/1.1 sockets get a
+   * FIN after their buffered writes flush (HTTP/2 sessions already got
+   * GOAWAY from `drain` and close themselves). Resolves when all are closed.
+   */
+  closeGracefully(): Promise<void>;
+  /** Destroys every connection still open (the last resort when the grace period ends). */
+  destroyAll(): void;
+  /** Number of open TCP connections. */
+  connectionCount(): number;
+  /** Resolves once no request is in flight (immediately if none is). */
+  whenIdle(): Promise<void>;
+}
+
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+/** Creates the one-port listener serving `handler` over HTTP/1.1 and HTTP/2. */
+export function createListener(appHandler: RequestHandler, options: ListenerOptions): Listener {
+  let inFlight = 0;
+  let idleWaiters: Array<() => void> = [];
+  const handler: RequestHandler = (req, res) => {
+    inFlight++;
+    res.once("close", () => {
+      inFlight--;
+      if (inFlight === 0) {
+        for (const wake of idleWaiters) wake();
+        idleWaiters = [];
+      }
+    });
+    appHandler(req, res);
+  };
+  const whenIdle = () =>
+    inFlight === 0 ? Promise.resolve() : new Promise<void>((r) => idleWaiters.push(r));
+  const sessions = new Set<http2.Http2Session>();
+  const sockets = new Set<net.Socket>();
+  let closeWaiters: Array<() => void> = [];
+  const untrack = (socket: net.Socket) => {
+    sockets.delete(socket);
+    if (sockets.size === 0) {
+      for (const wake of closeWaiters) wake();
+      closeWaiters = [];
+    }
+  };
+  // HTTP/2 sockets are left to their sessions: ending the socket could cut
+  // off frames nghttp2 has not flushed yet (a stream's final trailers).
+  const http2Sockets = new WeakSet<net.Socket>();
+  const closeGracefully = () => {
+    for (const socket of sockets) {
+      if (!http2Sockets.has(socket)) socket.end();
+    }
+    return sockets.size === 0
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => closeWaiters.push(resolve));
+  };
+  const settings = { maxConcurrentStreams: options.maxConcurrentStreams };
+  let draining = false;
+
+  const trackSession = (session: http2.Http2Session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+    if (draining) session.close();
+  };
+
+  if (options.tls) {
+    const server = http2.createSecureServer(
+      { cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, settings },
+      handler,
+    );
+    server.on("session", trackSession);
+    server.on("secureConnection", (socket: import("node:tls").TLSSocket) => {
+      if (socket.alpnProtocol === "h2") http2Sockets.add(socket);
+      sockets.add(socket);
+      socket.once("close", () => untrack(socket));
+    });
+    return {
+      server,
+      drain() {
+        draining = true;
+        for (const session of sessions) session.close();
+        // HTTP/1.1-over-TLS keep-alives are destroyed once requests drain.
+      },
+      destroyAll() {
+        for (const session of sessions) session.destroy();
+        for (const socket of sockets) socket.destroy();
+      },
+      connectionCount: () => sockets.size,
+      whenIdle,
+      closeGracefully,
+    };
+  }
+
+  const h1 = http.createServer(handler);
+  const h2 = http2.createServer({ settings }, handler);
+  h2.on("session", trackSession);
+  // The sub-servers never listen; they only parse the sockets handed to them.
+  const prefaceTimeoutMs = options.prefaceTimeoutMs ?? 10_000;
+
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => untrack(socket));
+    sniff(socket, prefaceTimeoutMs, (isHttp2) => {
+      if (isHttp2) http2Sockets.add(socket);
+      (isHttp2 ? h2 : h1).emit("connection", socket);
+    });
+  });
+
+  return {
+    server,
+    drain() {
+      draining = true;
+      for (const session of sessions) session.close();
+      h1.closeIdleConnections();
+      // Keep-alive connections that finish a response during the grace
+      // period become idle; close them as they do.
+      const timer = setInterval(() => {
+        h1.closeIdleConnections();
+        if (sockets.size === 0) clearInterval(timer);
+      }, 50);
+      timer.unref();
+    },
+    destroyAll() {
+      for (const session of sessions) session.destroy();
+      for (const socket of sockets) socket.destroy();
+    },
+    connectionCount: () => sockets.size,
+    whenIdle,
+    closeGracefully,
+  };
+}
+
+/**
+ * Reads the first bytes of a connection in paused mode and decides whether
+ * it is HTTP/2 with prior knowledge. The bytes are `unshift`ed back before
+ * the socket is handed on, so the chosen server sees the stream untouched.
+ * (A 'data' listener instead of 'readable' switches the socket to flowing
+ * mode, which the HTTP/2 server does not survive.)
+ */
+function sniff(socket: net.Socket, timeoutMs: number, done: (isHttp2: boolean) => void): void {
+  let received = Buffer.alloc(0);
+  const timer = setTimeout(() => socket.destroy(), timeoutMs);
+  timer.unref();
+  const finish = (isHttp2: boolean) => {
+    clearTimeout(timer);
+    socket.off("readable", onReadable);
+    socket.off("end", onEnd);
+    socket.unshift(received);
+    done(isHttp2);
+  };
+  const onEnd = () => {
+    clearTimeout(timer);
+    socket.destroy();
+  };
+  const onReadable = () => {
+    for (let chunk = socket.read(); chunk !== null; chunk = socket.read()) {
+      received = Buffer.concat([received, chunk as Buffer]);
+    }
+    const n = Math.min(received.length, PREFACE.length);
+    if (n === 0) return;
+    if (!received.subarray(0, n).equals(PREFACE.subarray(0, n))) finish(false);
+    else if (n === PREFACE.length) finish(true);
+  };
+  socket.on("readable", onReadable);
+  socket.on("end", onEnd);
+  socket.on("error", () => clearTimeout(timer));
+}

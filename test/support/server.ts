@@ -1,0 +1,117 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { type App, build } from "../../server/src/app.js";
+import { loadConfig } from "../../server/src/config.js";
+import { createLogger } from "../../server/src/logger.js";
+import { openStore } from "../../server/src/storage/index.js";
+import type { Store } from "../../server/src/storage/store.js";
+
+/** The repository root, for spawning the real entry point. */
+export const ROOT = new URL("../../", import.meta.url).pathname;
+
+/** A Switchboard server running in this process on 127.0.0.1 and a free port. */
+export interface TestServer {
+  readonly url: string;
+  readonly port: number;
+  readonly app: App;
+  readonly store: Store;
+  readonly dataDir: string;
+  /** Shuts the server down and removes its data dir unless it was given. */
+  close(): Promise<void>;
+}
+
+/** Makes a fresh temporary data directory. */
+export function tempDataDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), "switchboard-test-"));
+}
+
+/**
+ * Starts the real app (the same `build` as production) on port 0. `env`
+ * overrides configuration variables, exactly as the environment would.
+ */
+export async function startTestServer(
+  options: { env?: Record<string, string>; dataDir?: string } = {},
+): Promise<TestServer> {
+  const dataDir = options.dataDir ?? (await tempDataDir());
+  const config = loadConfig({
+    NODE_ENV: "test",
+    HOST: "127.0.0.1",
+    PORT: "0",
+    DATA_DIR: dataDir,
+    LOG_LEVEL: "silent",
+    LOG_FORMAT: "json",
+    ...options.env,
+  });
+  const logger = createLogger(config.log);
+  const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
+  const app = await build(config, { store, logger });
+  const url = (await app.listen()).replace("localhost", "127.0.0.1");
+  return {
+    url,
+    port: Number(new URL(url).port),
+    app,
+    store,
+    dataDir,
+    async close() {
+      await app.shutdown();
+      if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A Switchboard server running as a child process (`node server/src/main.ts`). */
+export interface SpawnedServer {
+  readonly url: string;
+  readonly child: ChildProcess;
+  /** Every JSON log line the server printed so far. */
+  readonly logs: Array<Record<string, unknown>>;
+  /** Resolves with the exit code (or the signal name) when the process ends. */
+  readonly exited: Promise<number | string>;
+}
+
+/**
+ * Spawns the real entry point with `env` on port 0 and waits for its
+ * "listening" log line. Rejects if the process exits first.
+ */
+export async function spawnServer(env: Record<string, string>): Promise<SpawnedServer> {
+  const child = spawn(process.execPath, ["--import", "tsx", "server/src/main.ts"], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      NODE_ENV: "test",
+      HOST: "127.0.0.1",
+      PORT: "0",
+      LOG_FORMAT: "json",
+      LOG_LEVEL: "info",
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  let stderr = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const exited = new Promise<number | string>((resolve) => {
+    child.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown"));
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.on("line", (line) => {
+      try {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        logs.push(entry);
+        if (typeof entry.url === "string") resolve(entry.url.replace("localhost", "127.0.0.1"));
+      } catch {
+        // Not a log line; ignore.
+      }
+    });
+    exited.then((code) =>
+      reject(new Error(`server exited (${code}) before listening:\n${stderr}`)),
+    );
+  });
+  return { url, child, logs, exited };
+}
