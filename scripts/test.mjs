@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+// `npm test`: every check CI runs, in order, failing fast:
+//   1. buf lint and the gen/ drift check (generate.mjs --check),
+//   2. Biome (format + lint, warnings are errors),
+//   3. TypeScript (strict, no emit),
+//   4. Vitest: unit, contract and wire tests against real peers (buf curl,
+//      grpc-js, PostgreSQL at 127.0.0.1:5432 when reachable; required under CI=true).
+// It ends with one line "tests: N passed, N failed, N skipped".
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const bin = (name) => join(root, "node_modules", ".bin", name);
+
+function step(title, command, args) {
+  process.stdout.write(`\n== ${title}\n`);
+  const started = Date.now();
+  const result = spawnSync(command, args, { cwd: root, stdio: "inherit" });
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  if (result.status !== 0) {
+    process.stdout.write(`\n${title} failed (${seconds}s)\n`);
+    process.stdout.write("tests: 0 passed, 1 failed\n");
+    process.exit(result.status ?? 1);
+  }
+  process.stdout.write(`== ${title}: ok (${seconds}s)\n`);
+}
+
+step("buf lint + gen/ drift", process.execPath, [join(root, "scripts/generate.mjs"), "--check"]);
+step("biome", bin("biome"), ["check", "--error-on-warnings", "."]);
+step("typecheck", bin("tsc"), ["-p", "tsconfig.json"]);
+
+const report = join(mkdtempSync(join(tmpdir(), "switchboard-vitest-")), "report.json");
+process.stdout.write("\n== vitest\n");
+const vitest = spawnSync(
+  bin("vitest"),
+  ["run", "--reporter=default", "--reporter=json", `--outputFile.json=${report}`],
+  { cwd: root, stdio: "inherit" },
+);
+let counts = { passed: 0, failed: 0, skipped: 0 };
+try {
+  const json = JSON.parse(readFileSync(report, "utf8"));
+  counts = {
+    passed: json.numPassedTests,
+    failed: json.numFailedTests,
+    skipped: json.numPendingTests + json.numTodoTests,
+  };
+} catch {
+  // No report: vitest itself failed before running tests.
+}
+// A file that fails to load, or an unhandled error, fails the run without
+// failing a test; count it so the closing line never says "0 failed" then.
+if (vitest.status !== 0 && counts.failed === 0) counts.failed = 1;
+const ok = vitest.status === 0 && counts.passed > 0;
+process.stdout.write(
+  `tests: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped\n`,
+);
+process.exit(ok ? 0 : 1);
