@@ -24,6 +24,16 @@ const positiveInt = (max: number) =>
 
 const emptyAsUndefined = (v: unknown) => (v === "" ? undefined : v);
 
+/** A rate limit written as `POINTS/SECONDS`, e.g. `10/60`: 10 calls per 60 s. */
+const rateLimit = z
+  .string()
+  .regex(/^\d+\/\d+$/, "must look like POINTS/SECONDS, e.g. 10/60")
+  .transform((v) => {
+    const [points, seconds] = v.split("/").map(Number) as [number, number];
+    return { points, durationSeconds: seconds };
+  })
+  .refine((r) => r.points >= 1 && r.durationSeconds >= 1, "points and seconds must be at least 1");
+
 const envSchema = z
   .object({
     NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
@@ -47,8 +57,40 @@ const envSchema = z
     MAX_MESSAGE_BYTES: positiveInt(256 * 1024 * 1024).default(4 * 1024 * 1024),
     MAX_CONCURRENT_STREAMS: positiveInt(100_000).default(256),
     MAX_OPEN_STREAMS: positiveInt(1_000_000).default(20_000),
+    AUTH_SIGNING_KEY: z.preprocess(
+      emptyAsUndefined,
+      z
+        .string()
+        .refine(
+          (v) => Buffer.from(v, "base64url").length >= 32,
+          "must be at least 32 bytes, base64url-encoded (e.g. `openssl rand -base64 32`)",
+        )
+        .optional(),
+    ),
+    ACCESS_TOKEN_TTL_SECONDS: positiveInt(24 * 3600).default(15 * 60),
+    REFRESH_TOKEN_TTL_SECONDS: positiveInt(365 * 24 * 3600).default(30 * 24 * 3600),
+    ADMIN_USERNAMES: z.string().default(""),
+    REDIS_URL: z.preprocess(
+      emptyAsUndefined,
+      z
+        .string()
+        .regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL")
+        .optional(),
+    ),
+    RATE_LIMIT_USER: rateLimit.prefault("100/1"),
+    RATE_LIMIT_PUBLIC: rateLimit.prefault("30/1"),
+    RATE_LIMIT_LOGIN: rateLimit.prefault("10/60"),
+    RATE_LIMIT_REGISTER: rateLimit.prefault("20/3600"),
   })
   .superRefine((env, ctx) => {
+    if (env.NODE_ENV === "production" && env.AUTH_SIGNING_KEY === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["AUTH_SIGNING_KEY"],
+        message:
+          "is required in production (tokens must survive restarts and be shared by every instance)",
+      });
+    }
     if ((env.TLS_CERT === undefined) !== (env.TLS_KEY === undefined)) {
       ctx.addIssue({
         code: "custom",
@@ -78,6 +120,35 @@ export interface Config {
   readonly maxConcurrentStreams: number;
   /** Cap on long-lived streaming calls open at once in this process. */
   readonly maxOpenStreams: number;
+  readonly auth: {
+    /**
+     * HMAC key for access tokens. Undefined outside production: a key is then
+     * generated once and kept in DATA_DIR.
+     */
+    readonly signingKey: Buffer | undefined;
+    readonly accessTokenTtlSeconds: number;
+    readonly refreshTokenTtlSeconds: number;
+    /** Usernames (lower-cased) that get the admin role. */
+    readonly adminUsernames: ReadonlySet<string>;
+  };
+  /** Redis URL; when set, rate limits (and later the chat bus) are shared through Redis. */
+  readonly redisUrl: string | undefined;
+  readonly rateLimits: {
+    /** Per authenticated user, every call. */
+    readonly user: RateLimit;
+    /** Per client IP, public calls. */
+    readonly public: RateLimit;
+    /** Per client IP, Login (password guessing). */
+    readonly login: RateLimit;
+    /** Per client IP, RegisterUser (sign-up floods). */
+    readonly register: RateLimit;
+  };
+}
+
+/** `points` calls per `durationSeconds`. */
+export interface RateLimit {
+  readonly points: number;
+  readonly durationSeconds: number;
 }
 
 /** Thrown by `loadConfig` with every problem found, one per line. */
@@ -129,5 +200,23 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     maxMessageBytes: e.MAX_MESSAGE_BYTES,
     maxConcurrentStreams: e.MAX_CONCURRENT_STREAMS,
     maxOpenStreams: e.MAX_OPEN_STREAMS,
+    auth: Object.freeze({
+      signingKey:
+        e.AUTH_SIGNING_KEY === undefined ? undefined : Buffer.from(e.AUTH_SIGNING_KEY, "base64url"),
+      accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
+      refreshTokenTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
+      adminUsernames: new Set(
+        e.ADMIN_USERNAMES.split(",")
+          .map((u) => u.trim().toLowerCase())
+          .filter((u) => u !== ""),
+      ),
+    }),
+    redisUrl: e.REDIS_URL,
+    rateLimits: Object.freeze({
+      user: Object.freeze(e.RATE_LIMIT_USER),
+      public: Object.freeze(e.RATE_LIMIT_PUBLIC),
+      login: Object.freeze(e.RATE_LIMIT_LOGIN),
+      register: Object.freeze(e.RATE_LIMIT_REGISTER),
+    }),
   });
 }
