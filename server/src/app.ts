@@ -13,6 +13,8 @@ import { createListener, type Listener, type RequestHandler } from "./protocol/l
 import { appServices, routes } from "./routes.js";
 import { createUserService } from "./services/user-service.js";
 import type { Store } from "./storage/store.js";
+import { appRequestRules } from "./validation/request-rules.js";
+import { validationInterceptor } from "./validation/validation-interceptor.js";
 
 /** What `build` needs besides the configuration. */
 export interface AppDeps {
@@ -77,7 +79,11 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     }),
     // Outermost first: the tracker sees every call, the error boundary
     // wraps the handlers.
-    interceptors: [calls.interceptor, errorInterceptor(logger)],
+    interceptors: [
+      calls.interceptor,
+      errorInterceptor(logger),
+      validationInterceptor(appRequestRules),
+    ],
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     shutdownSignal: shutdownController.signal,

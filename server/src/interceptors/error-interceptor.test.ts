@@ -1,7 +1,9 @@
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { type Logger, pino } from "pino";
 import { describe, expect, it } from "vitest";
+import { RequestInfoSchema } from "../../../gen/google/rpc/error_details_pb.js";
 import { UserService } from "../../../gen/switchboard/user/v1/user_pb.js";
+import { kRequestId } from "../context.js";
 import { unavailable } from "../errors.js";
 import { errorInterceptor } from "./error-interceptor.js";
 
@@ -32,6 +34,36 @@ function clientFor(impl: Parameters<typeof createRouterTransport>[0], logger: Lo
 }
 
 describe("errorInterceptor", () => {
+  it("quotes the call's request id in the Internal error, as RequestInfo and in the message", async () => {
+    const { logger } = capture();
+    const client = createClient(
+      UserService,
+      createRouterTransport(
+        ({ service }) =>
+          service(UserService, {
+            getUser() {
+              throw new Error("bug");
+            },
+          }),
+        {
+          router: {
+            interceptors: [
+              (next) => (req) => {
+                req.contextValues.set(kRequestId, "req-42");
+                return next(req);
+              },
+              errorInterceptor(logger),
+            ],
+          },
+        },
+      ),
+    );
+    const err = await rejectionOf(client.getUser({ id: "x" }));
+    expect(err.code).toBe(Code.Internal);
+    expect(err.rawMessage).toBe("internal error (request id req-42)");
+    expect(err.findDetails(RequestInfoSchema)[0]?.requestId).toBe("req-42");
+  });
+
   it("turns a thrown bug into Internal without leaking its message, and logs the stack", async () => {
     const { logger, lines } = capture();
     const client = clientFor(

@@ -1,5 +1,8 @@
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
+import { RequestInfoSchema } from "../../../gen/google/rpc/error_details_pb.js";
+import { kLogger, kRequestId } from "../context.js";
 import { internal } from "../errors.js";
 
 const SERVER_SIDE: ReadonlySet<Code> = new Set([
@@ -17,21 +20,36 @@ const SERVER_SIDE: ReadonlySet<Code> = new Set([
  * streaming calls alike (stream errors surface while the response is read).
  */
 export function errorInterceptor(logger: Logger): Interceptor {
-  const sanitize = (err: unknown, signal: AbortSignal, procedure: string): ConnectError => {
+  const sanitize = (
+    err: unknown,
+    signal: AbortSignal,
+    procedure: string,
+    values: ContextValues,
+  ): ConnectError => {
     if (err instanceof ConnectError) {
       // The client's own mistakes (AlreadyExists, InvalidArgument, …) are
       // not the server's problem; failures of the server's side are logged
       // with their cause, which the client never sees.
       if (err.cause !== undefined && SERVER_SIDE.has(err.code)) {
-        logger.error({ err: err.cause, code: Code[err.code], procedure }, err.rawMessage);
+        (values.get(kLogger) ?? logger).error(
+          { err: err.cause, code: Code[err.code], procedure },
+          err.rawMessage,
+        );
       }
       return err;
     }
     // A client cancellation, deadline or shutdown aborts the call's signal;
     // whatever the handler was awaiting rejects with that reason.
     if (signal.aborted) return ConnectError.from(signal.reason);
-    logger.error({ err, procedure }, "unexpected error in handler");
-    return internal();
+    const callLogger = values.get(kLogger) ?? logger;
+    callLogger.error({ err, procedure }, "unexpected error in handler");
+    const requestId = values.get(kRequestId);
+    if (!requestId) return internal();
+    // The request id is all a person needs to quote to support; it is also
+    // in the x-request-id header, but UIs render the error, not headers.
+    return new ConnectError(`internal error (request id ${requestId})`, Code.Internal, undefined, [
+      { desc: RequestInfoSchema, value: create(RequestInfoSchema, { requestId }) },
+    ]);
   };
   return (next) => async (req) => {
     const procedure = `${req.method.parent.typeName}/${req.method.name}`;
@@ -45,12 +63,12 @@ export function errorInterceptor(logger: Logger): Interceptor {
           try {
             yield* messages;
           } catch (err) {
-            throw sanitize(err, req.signal, procedure);
+            throw sanitize(err, req.signal, procedure, req.contextValues);
           }
         })(),
       };
     } catch (err) {
-      throw sanitize(err, req.signal, procedure);
+      throw sanitize(err, req.signal, procedure, req.contextValues);
     }
   };
 }

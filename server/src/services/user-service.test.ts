@@ -11,6 +11,8 @@ import { hashPassword, verifyPassword } from "../auth/passwords.js";
 import { WakeSignal } from "../events/wake-signal.js";
 import { openStore } from "../storage/index.js";
 import type { Store } from "../storage/store.js";
+import { userRequestExemptions, userRequestSchemas } from "../validation/user-requests.js";
+import { requestRules, validationInterceptor } from "../validation/validation-interceptor.js";
 import { createUserService, decodeCursor, encodeCursor } from "./user-service.js";
 
 let store: Store;
@@ -30,7 +32,13 @@ beforeEach(async () => {
   });
   client = createClient(
     UserService,
-    createRouterTransport(({ service: register }) => register(UserService, service)),
+    createRouterTransport(({ service: register }) => register(UserService, service), {
+      router: {
+        interceptors: [
+          validationInterceptor(requestRules(userRequestSchemas, userRequestExemptions)),
+        ],
+      },
+    }),
   );
 });
 afterEach(async () => {

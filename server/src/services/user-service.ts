@@ -16,7 +16,7 @@ import { invalidArgument, notFound } from "../errors.js";
 import type { WakeSignal } from "../events/wake-signal.js";
 import type { NewUser, Store, UserRecord } from "../storage/store.js";
 import * as rules from "../validation/user-rules.js";
-import { validate, violations } from "../validation/validate.js";
+import { violations } from "../validation/validate.js";
 
 /** What the UserService needs; tests hand in real in-memory ones. */
 export interface UserServiceDeps {
@@ -96,22 +96,23 @@ export function createUserService(deps: UserServiceDeps): ServiceImpl<typeof Use
   };
 
   return {
+    // Requests arrive validated (validation/validation-interceptor.ts).
     async registerUser(req, context) {
-      const fields = validate(rules.newUser, req);
+      const fields = req;
       const passwordHash = await deps.hashPassword(fields.password);
       const record = await insert(fields, passwordHash, context.signal);
       return { user: toUser(record) };
     },
 
     async getUser(req, context) {
-      const { id } = validate(rules.getUser, req);
+      const { id } = req;
       const record = await store.getUser(id, { signal: context.signal });
       if (!record) throw notFound(`user "${id}"`);
       return { user: toUser(record) };
     },
 
     async *getUserStream(req, context) {
-      const { ids } = validate(rules.userIds, req);
+      const { ids } = req;
       for (const id of ids) {
         const record = await store.getUser(id, { signal: context.signal });
         yield record
