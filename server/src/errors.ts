@@ -19,6 +19,22 @@ export const ERROR_DOMAIN = "switchboard.dev";
 export const Reason = {
   USERNAME_TAKEN: "USERNAME_TAKEN",
   EMAIL_TAKEN: "EMAIL_TAKEN",
+  /** The call needs an access token and none was sent. */
+  TOKEN_MISSING: "TOKEN_MISSING",
+  /** The access token was valid but has expired: refresh it. */
+  TOKEN_EXPIRED: "TOKEN_EXPIRED",
+  /** The access token is malformed, forged, or not meant for this server. */
+  TOKEN_INVALID: "TOKEN_INVALID",
+  /** The refresh token is unknown or its session was ended (e.g. by Logout). */
+  REFRESH_TOKEN_INVALID: "REFRESH_TOKEN_INVALID",
+  /** The refresh token's session has expired: log in again. */
+  REFRESH_TOKEN_EXPIRED: "REFRESH_TOKEN_EXPIRED",
+  /** An already used refresh token was presented again; its whole login was revoked. */
+  REFRESH_TOKEN_REUSED: "REFRESH_TOKEN_REUSED",
+  /** Wrong username/email or password (deliberately not saying which). */
+  INVALID_CREDENTIALS: "INVALID_CREDENTIALS",
+  /** The caller is authenticated but lacks a role the call requires. */
+  ROLE_REQUIRED: "ROLE_REQUIRED",
 } as const;
 export type Reason = (typeof Reason)[keyof typeof Reason];
 
@@ -65,9 +81,51 @@ export function alreadyExists(
   );
 }
 
+/**
+ * Unauthenticated carrying a `google.rpc.ErrorInfo` with the given reason.
+ * `cause` (e.g. the JWT library's error) goes to the log only, never into the
+ * message the client sees.
+ */
+export function unauthenticated(reason: Reason, message: string, cause?: unknown): ConnectError {
+  return new ConnectError(
+    message,
+    Code.Unauthenticated,
+    undefined,
+    [
+      {
+        desc: ErrorInfoSchema,
+        value: create(ErrorInfoSchema, { reason, domain: ERROR_DOMAIN }),
+      },
+    ],
+    cause,
+  );
+}
+
+/** PermissionDenied carrying a `google.rpc.ErrorInfo` with the given reason and metadata. */
+export function permissionDenied(
+  reason: Reason,
+  message: string,
+  metadata: Record<string, string> = {},
+): ConnectError {
+  return new ConnectError(message, Code.PermissionDenied, undefined, [
+    {
+      desc: ErrorInfoSchema,
+      value: create(ErrorInfoSchema, { reason, domain: ERROR_DOMAIN, metadata }),
+    },
+  ]);
+}
+
 /** NotFound for a named resource. */
 export function notFound(what: string): ConnectError {
   return new ConnectError(`${what} not found`, Code.NotFound);
+}
+
+/**
+ * FailedPrecondition without detail, e.g. a row refers to one that no longer
+ * exists; `cause` goes to the log only.
+ */
+export function failedPrecondition(message: string, cause?: unknown): ConnectError {
+  return new ConnectError(message, Code.FailedPrecondition, undefined, undefined, cause);
 }
 
 /** Unavailable, e.g. the database cannot be reached; `cause` goes to the log only. */

@@ -2,7 +2,16 @@ import type { StoreLogger } from "./kysely-store.js";
 import type { Store } from "./store.js";
 
 export type { StoreLogger } from "./kysely-store.js";
-export type { CallOptions, NewUser, Store, StoreKind, UserRecord } from "./store.js";
+export type {
+  CallOptions,
+  NewSession,
+  NewUser,
+  SessionRecord,
+  Store,
+  StoreKind,
+  UserRecord,
+  UserRole,
+} from "./store.js";
 
 /** Options for {@link openStore}. */
 export interface OpenStoreOptions {

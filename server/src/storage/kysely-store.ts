@@ -1,13 +1,22 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Kysely, type Selectable, sql } from "kysely";
 import { internal, unavailable } from "../errors.js";
-import type { Database, UsersTable } from "./schema.js";
-import type { CallOptions, NewUser, Store, StoreKind, UserRecord } from "./store.js";
+import type { Database, SessionsTable, UsersTable } from "./schema.js";
+import type {
+  CallOptions,
+  NewSession,
+  NewUser,
+  SessionRecord,
+  Store,
+  StoreKind,
+  UserRecord,
+  UserRole,
+} from "./store.js";
 
 /**
  * The one query layer behind both adapters. Dialect differences are confined
- * to how `seq` is assigned and how `create_time` is encoded; everything else
- * is the same Kysely query on either database.
+ * to how `seq` is assigned and how times (`create_time`, the session times)
+ * are encoded; everything else is the same Kysely query on either database.
  */
 
 /** The logging surface storage needs; a pino logger satisfies it. */
@@ -42,9 +51,25 @@ const USER_COLUMNS = [
   "display_name",
   "password_hash",
   "create_time",
+  "role",
 ] as const;
 
 type UserRow = Pick<Selectable<UsersTable>, (typeof USER_COLUMNS)[number]>;
+
+const SESSION_COLUMNS = [
+  "id",
+  "family_id",
+  "user_id",
+  "refresh_token_hash",
+  "user_agent",
+  "client_ip",
+  "create_time",
+  "expire_time",
+  "revoke_time",
+  "replaced_by",
+] as const;
+
+type SessionRow = Pick<Selectable<SessionsTable>, (typeof SESSION_COLUMNS)[number]>;
 
 /**
  * Throws if the call was aborted, as a `ConnectError` so callers see one error
@@ -130,6 +155,120 @@ class KyselyStore implements Store {
     });
   }
 
+  findUserByLogin(login: string, options?: CallOptions): Promise<UserRecord | undefined> {
+    return this.#run(options, async () => {
+      // lower() on both sides, exactly like the unique indexes, so matching
+      // and uniqueness agree (and the expression indexes serve the lookup).
+      const row = await this.#db
+        .selectFrom("users")
+        .select(USER_COLUMNS)
+        .where((eb) =>
+          eb.or([
+            eb(sql`lower(username)`, "=", sql`lower(${login})`),
+            eb(sql`lower(email)`, "=", sql`lower(${login})`),
+          ]),
+        )
+        .orderBy(sql`case when lower(username) = lower(${login}) then 0 else 1 end`)
+        .limit(1)
+        .executeTakeFirst();
+      return row === undefined ? undefined : toRecord(row);
+    });
+  }
+
+  setUserRole(
+    usernames: readonly string[],
+    role: UserRole,
+    options?: CallOptions,
+  ): Promise<number> {
+    return this.#run(options, async () => {
+      if (usernames.length === 0) {
+        return 0;
+      }
+      const result = await this.#db
+        .updateTable("users")
+        .set({ role })
+        .where(
+          sql`lower(username)`,
+          "in",
+          usernames.map((u) => sql<string>`lower(${u})`),
+        )
+        .where("role", "<>", role)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows);
+    });
+  }
+
+  createSession(session: NewSession, options?: CallOptions): Promise<SessionRecord> {
+    return this.#run(options, async () => {
+      const row = await this.#db
+        .insertInto("sessions")
+        .values(this.#sessionValues(session))
+        .returning(SESSION_COLUMNS)
+        .executeTakeFirstOrThrow();
+      return toSessionRecord(row);
+    });
+  }
+
+  findSessionByTokenHash(hash: string, options?: CallOptions): Promise<SessionRecord | undefined> {
+    return this.#run(options, async () => {
+      const row = await this.#db
+        .selectFrom("sessions")
+        .select(SESSION_COLUMNS)
+        .where("refresh_token_hash", "=", hash)
+        .executeTakeFirst();
+      return row === undefined ? undefined : toSessionRecord(row);
+    });
+  }
+
+  /**
+   * The conditional update is what makes rotation happen once: on
+   * PostgreSQL a second concurrent transaction blocks on the row lock and,
+   * once the first commits, re-checks `revoke_time is null` and updates
+   * nothing; SQLite runs write transactions one at a time. The insert only
+   * follows a won update, inside the same transaction.
+   */
+  rotateSession(oldId: string, next: NewSession, options?: CallOptions): Promise<boolean> {
+    return this.#run(options, () =>
+      this.#db.transaction().execute(async (trx) => {
+        const revoked = await trx
+          .updateTable("sessions")
+          .set({ revoke_time: this.#time(next.createTime), replaced_by: next.id })
+          .where("id", "=", oldId)
+          .where("revoke_time", "is", null)
+          .executeTakeFirst();
+        if (Number(revoked.numUpdatedRows) !== 1) {
+          return false;
+        }
+        await trx.insertInto("sessions").values(this.#sessionValues(next)).execute();
+        return true;
+      }),
+    );
+  }
+
+  revokeSession(id: string, revokeTime: Date, options?: CallOptions): Promise<number> {
+    return this.#run(options, async () => {
+      const result = await this.#db
+        .updateTable("sessions")
+        .set({ revoke_time: this.#time(revokeTime) })
+        .where("id", "=", id)
+        .where("revoke_time", "is", null)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows);
+    });
+  }
+
+  revokeSessionFamily(familyId: string, revokeTime: Date, options?: CallOptions): Promise<number> {
+    return this.#run(options, async () => {
+      const result = await this.#db
+        .updateTable("sessions")
+        .set({ revoke_time: this.#time(revokeTime) })
+        .where("family_id", "=", familyId)
+        .where("revoke_time", "is", null)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows);
+    });
+  }
+
   ping(options?: CallOptions): Promise<void> {
     return this.#run(options, async () => {
       await sql`select 1`.execute(this.#db);
@@ -180,6 +319,24 @@ class KyselyStore implements Store {
     });
   }
 
+  /** A time as this dialect stores it (see schema.ts). */
+  #time(date: Date): Date | number {
+    return this.kind === "postgres" ? date : date.getTime();
+  }
+
+  #sessionValues(session: NewSession) {
+    return {
+      id: session.id,
+      family_id: session.familyId,
+      user_id: session.userId,
+      refresh_token_hash: session.refreshTokenHash,
+      user_agent: session.userAgent,
+      client_ip: session.clientIp,
+      create_time: this.#time(session.createTime),
+      expire_time: this.#time(session.expireTime),
+    };
+  }
+
   /** The wrapper every call goes through: abort check, closed check, error translation. */
   async #run<T>(options: CallOptions | undefined, work: () => Promise<T>): Promise<T> {
     throwIfAborted(options?.signal);
@@ -201,6 +358,7 @@ function userValues(user: NewUser) {
     email: user.email,
     display_name: user.displayName,
     password_hash: user.passwordHash,
+    role: user.role ?? "user",
   };
 }
 
@@ -212,8 +370,31 @@ function toRecord(row: UserRow): UserRecord {
     displayName: row.display_name,
     passwordHash: row.password_hash,
     createTime: toDate(row.create_time),
+    role: toRole(row.role),
     seq: toSeq(row.seq),
   };
+}
+
+function toSessionRecord(row: SessionRow): SessionRecord {
+  return {
+    id: row.id,
+    familyId: row.family_id,
+    userId: row.user_id,
+    refreshTokenHash: row.refresh_token_hash,
+    userAgent: row.user_agent,
+    clientIp: row.client_ip,
+    createTime: toDate(row.create_time),
+    expireTime: toDate(row.expire_time),
+    revokeTime: row.revoke_time === null ? undefined : toDate(row.revoke_time),
+    replacedBy: row.replaced_by ?? undefined,
+  };
+}
+
+function toRole(value: string): UserRole {
+  if (value !== "user" && value !== "admin") {
+    throw internal(new RangeError(`unknown role ${JSON.stringify(value)}`));
+  }
+  return value;
 }
 
 function toDate(value: Date | number): Date {

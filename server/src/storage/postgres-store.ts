@@ -1,7 +1,7 @@
 import { ConnectError } from "@connectrpc/connect";
 import { Kysely, PostgresDialect, sql } from "kysely";
 import pg from "pg";
-import { alreadyExists, internal, Reason, unavailable } from "../errors.js";
+import { alreadyExists, failedPrecondition, internal, Reason, unavailable } from "../errors.js";
 import { createKyselyStore, type StoreLogger } from "./kysely-store.js";
 import { migrateToLatest } from "./migrations/index.js";
 import type { Database } from "./schema.js";
@@ -115,7 +115,13 @@ export function translatePostgresError(error: unknown): ConnectError {
       const [reason, field] = match;
       return alreadyExists(reason, `${field} is already taken`, { field }, error);
     }
+    // Other unique violations (a clashing session id or refresh-token hash,
+    // both random) are bugs, not client errors.
     return internal(error);
+  }
+  if (code === "23503") {
+    // Foreign-key violation, e.g. a session for a user that no longer exists.
+    return failedPrecondition("a referenced record does not exist", error);
   }
   if (isUnavailable(error)) {
     return unavailable("database is unavailable", error);

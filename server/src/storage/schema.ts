@@ -1,4 +1,5 @@
 import type { ColumnType } from "kysely";
+import type { UserRole } from "./store.js";
 
 /**
  * Table types for Kysely, shared by both dialects. Where the drivers disagree
@@ -24,9 +25,38 @@ export interface UsersTable {
    * milliseconds, so the round-trip is exact to the millisecond.
    */
   create_time: ColumnType<Date | number, Date | number, never>;
+  /** Added by `0002-auth`; defaults to 'user' (a CHECK allows only 'user' and 'admin'). */
+  role: ColumnType<UserRole, UserRole | undefined, UserRole>;
+}
+
+/**
+ * A time column: PostgreSQL `timestamptz` (a `Date`), SQLite integer Unix
+ * milliseconds. The store encodes per dialect on write and normalises on read.
+ */
+type TimeColumn = ColumnType<Date | number, Date | number, Date | number>;
+
+/**
+ * The `sessions` table (migration `0002-auth`): one row per refresh token.
+ * Rotation revokes a row and inserts its successor in the same family.
+ */
+export interface SessionsTable {
+  id: string;
+  /** Shared by every session descended from one login. */
+  family_id: string;
+  user_id: string;
+  /** SHA-256 of the opaque refresh token, lower-case hex; unique. */
+  refresh_token_hash: string;
+  user_agent: string;
+  client_ip: string;
+  create_time: TimeColumn;
+  expire_time: TimeColumn;
+  revoke_time: ColumnType<Date | number | null, Date | number | null | undefined, Date | number>;
+  /** Id of the session this one was rotated into; null unless rotated. */
+  replaced_by: ColumnType<string | null, string | null | undefined, string>;
 }
 
 /** Every table Switchboard stores; later migrations add to it. */
 export interface Database {
   users: UsersTable;
+  sessions: SessionsTable;
 }

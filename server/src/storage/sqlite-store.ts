@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { ConnectError } from "@connectrpc/connect";
 import Database from "better-sqlite3";
 import { Kysely, SqliteDialect } from "kysely";
-import { alreadyExists, internal, Reason, unavailable } from "../errors.js";
+import { alreadyExists, failedPrecondition, internal, Reason, unavailable } from "../errors.js";
 import { createKyselyStore, type StoreLogger } from "./kysely-store.js";
 import { migrateToLatest } from "./migrations/index.js";
 import type { Database as Tables } from "./schema.js";
@@ -97,9 +97,16 @@ export function translateSqliteError(error: unknown): ConnectError {
       }
     }
   }
+  if (code === "SQLITE_CONSTRAINT_FOREIGNKEY") {
+    // SQLite does not name the constraint. Today only sessions.user_id has
+    // one: a session for a user that does not (or no longer) exist.
+    return failedPrecondition("a referenced record does not exist", error);
+  }
   if (code !== undefined && UNAVAILABLE_CODES.has(code)) {
     return unavailable("database is busy", error);
   }
+  // Anything else, including a clashing session id or refresh-token hash
+  // (both random; a clash is a bug, not a client error), is Internal.
   return internal(error);
 }
 

@@ -4,15 +4,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import Database from "better-sqlite3";
+import { Kysely, Migrator, PostgresDialect, SqliteDialect } from "kysely";
 import pg from "pg";
 import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorInfoSchema } from "../../../gen/google/rpc/error_details_pb.js";
 import { Reason } from "../errors.js";
 import { openStore } from "./index.js";
+import { migrationProvider } from "./migrations/index.js";
 import { openPostgresStore } from "./postgres-store.js";
+import type { Database as Tables } from "./schema.js";
 import { openSqliteStore, SQLITE_FILE_NAME } from "./sqlite-store.js";
-import type { NewUser, Store, StoreKind, UserRecord } from "./store.js";
+import type { NewSession, NewUser, Store, StoreKind, UserRecord } from "./store.js";
 
 /**
  * The storage contract, run unchanged against every adapter. Each backend gets
@@ -34,6 +37,20 @@ interface Backend {
   open(): Promise<Store>;
   /** Runs an operation that cannot reach the database; it should reject. */
   failToReach(): Promise<unknown>;
+  /**
+   * A second, empty location with a raw Kysely handle on it (for migration
+   * tests) and a way to open a store there. The caller destroys `db` before
+   * opening a store; `dispose` then removes the location.
+   */
+  fresh(): Promise<FreshLocation>;
+}
+
+interface FreshLocation {
+  readonly db: Kysely<Tables>;
+  /** Where Kysely keeps its migration bookkeeping (PostgreSQL needs it named). */
+  readonly migrationTableSchema: string | undefined;
+  open(): Promise<Store>;
+  dispose(): Promise<void>;
 }
 
 function sqliteBackend(): Backend {
@@ -61,6 +78,19 @@ function sqliteBackend(): Backend {
         blocker.close();
         await store.close();
       }
+    },
+    async fresh() {
+      const sub = await mkdtemp(join(dir, "fresh-"));
+      const db = new Kysely<Tables>({
+        dialect: new SqliteDialect({ database: new Database(join(sub, SQLITE_FILE_NAME)) }),
+      });
+      return {
+        db,
+        migrationTableSchema: undefined,
+        open: () => openStore({ dataDir: sub }),
+        // The directory goes with the run's temp dir.
+        dispose: async () => undefined,
+      };
     },
   };
 }
@@ -103,6 +133,38 @@ function postgresBackend(unreachable: string | undefined): Backend {
         databaseUrl: "postgres://postgres@127.0.0.1:1/test",
         pool: { connectionTimeoutMillis: 1000 },
       }),
+    async fresh() {
+      // A schema of its own, dropped with the main one's siblings at teardown.
+      const freshSchema = `${schema}_f${randomBytes(3).toString("hex")}`;
+      const freshUrl = new URL(PG_URL);
+      freshUrl.searchParams.set("options", `-c search_path=${freshSchema}`);
+      const client = admin();
+      await client.connect();
+      try {
+        await client.query(`create schema ${freshSchema}`);
+      } finally {
+        await client.end();
+      }
+      const db = new Kysely<Tables>({
+        dialect: new PostgresDialect({
+          pool: new pg.Pool({ connectionString: freshUrl.href, max: 2 }),
+        }),
+      });
+      return {
+        db,
+        migrationTableSchema: freshSchema,
+        open: () => openStore({ dataDir: tmpdir(), databaseUrl: freshUrl.href }),
+        async dispose() {
+          const c = admin();
+          await c.connect();
+          try {
+            await c.query(`drop schema if exists ${freshSchema} cascade`);
+          } finally {
+            await c.end();
+          }
+        },
+      };
+    },
   };
 }
 
@@ -157,6 +219,22 @@ function newUser(label: string, overrides: Partial<NewUser> = {}): NewUser {
   };
 }
 
+/** A session of `userId` in a family of its own, with a random token hash. */
+function newSession(userId: string, overrides: Partial<NewSession> = {}): NewSession {
+  const createTime = new Date(Date.UTC(2025, 0, 2, 3, 4, 5, 678));
+  return {
+    id: uuidv7(),
+    familyId: uuidv7(),
+    userId,
+    refreshTokenHash: randomBytes(32).toString("hex"),
+    userAgent: "contract-test/1.0 (Zoë)",
+    clientIp: "203.0.113.9",
+    createTime,
+    expireTime: new Date(createTime.getTime() + 30 * 24 * 3600 * 1000 + 1),
+    ...overrides,
+  };
+}
+
 /** Awaits a promise that must reject with a ConnectError and returns it. */
 async function rejection(promise: Promise<unknown>): Promise<ConnectError> {
   let outcome: unknown;
@@ -201,7 +279,7 @@ for (const backend of [sqliteBackend(), postgresBackend(pgUnreachable)]) {
       const fetched = await store.getUser(user.id);
 
       for (const record of [created, fetched]) {
-        expect(record).toEqual({ ...user, seq: created.seq });
+        expect(record).toEqual({ ...user, role: "user", seq: created.seq });
         expect(record?.createTime.getTime()).toBe(user.createTime.getTime());
       }
       expect(typeof created.seq).toBe("number");
@@ -381,10 +459,18 @@ for (const backend of [sqliteBackend(), postgresBackend(pgUnreachable)]) {
       const signal = controller.signal;
       const user = newUser("aborted");
 
+      const session = newSession(user.id);
       for (const call of [
         store.createUser(user, { signal }),
         store.getUser(user.id, { signal }),
         store.listUsersAfter(0, 10, { signal }),
+        store.findUserByLogin(user.username, { signal }),
+        store.setUserRole([user.username], "admin", { signal }),
+        store.createSession(session, { signal }),
+        store.findSessionByTokenHash(session.refreshTokenHash, { signal }),
+        store.rotateSession(session.id, newSession(user.id), { signal }),
+        store.revokeSession(session.id, new Date(), { signal }),
+        store.revokeSessionFamily(session.familyId, new Date(), { signal }),
         store.ping({ signal }),
       ]) {
         expect((await rejection(call)).code).toBe(Code.Canceled);
@@ -412,6 +498,317 @@ for (const backend of [sqliteBackend(), postgresBackend(pgUnreachable)]) {
       await extra.close();
       await expect(extra.close()).resolves.toBeUndefined();
       expect((await rejection(extra.ping())).code).toBe(Code.Unavailable);
+    });
+
+    describe("users: roles and login lookup", () => {
+      it("gives new users the role 'user' unless another is given", async () => {
+        const plain = await store.createUser(newUser("plain"));
+        const admin = await store.createUser(newUser("admin", { role: "admin" }));
+        expect(plain.role).toBe("user");
+        expect(admin.role).toBe("admin");
+        expect((await store.getUser(plain.id))?.role).toBe("user");
+        expect((await store.getUser(admin.id))?.role).toBe("admin");
+      });
+
+      it("finds a user by username or by email, case-insensitively", async () => {
+        const user = await store.createUser(newUser("Login"));
+        for (const login of [
+          user.username,
+          user.username.toUpperCase(),
+          user.username.toLowerCase(),
+          user.email,
+          user.email.toUpperCase(),
+        ]) {
+          await expect(store.findUserByLogin(login)).resolves.toEqual(user);
+        }
+      });
+
+      it("finds nothing for an unknown login, an empty one, or SQL wildcards", async () => {
+        const user = await store.createUser(newUser("wild"));
+        await expect(store.findUserByLogin(`${user.username}x`)).resolves.toBeUndefined();
+        await expect(store.findUserByLogin("")).resolves.toBeUndefined();
+        await expect(store.findUserByLogin("%")).resolves.toBeUndefined();
+        await expect(
+          store.findUserByLogin(`${user.username.slice(0, -1)}_`),
+        ).resolves.toBeUndefined();
+        await expect(store.findUserByLogin("' or 1=1 --")).resolves.toBeUndefined();
+      });
+
+      it("prefers a username match over another user's email match", async () => {
+        // The service's rules keep '@' out of usernames; the store does not.
+        const byEmail = await store.createUser(newUser("mailowner"));
+        const byName = await store.createUser(
+          newUser("nameowner", { username: byEmail.email.toUpperCase() }),
+        );
+        await expect(store.findUserByLogin(byEmail.email)).resolves.toEqual(byName);
+      });
+
+      it("sets roles by username case-insensitively and counts only rows that changed", async () => {
+        const a = await store.createUser(newUser("promote"));
+        const b = await store.createUser(newUser("promote"));
+        const bystander = await store.createUser(newUser("bystander"));
+
+        await expect(
+          store.setUserRole([a.username.toUpperCase(), b.username, "nobody-at-all"], "admin"),
+        ).resolves.toBe(2);
+        await expect(store.setUserRole([a.username, b.username], "admin")).resolves.toBe(0);
+        expect((await store.getUser(a.id))?.role).toBe("admin");
+        expect((await store.getUser(b.id))?.role).toBe("admin");
+        expect((await store.getUser(bystander.id))?.role).toBe("user");
+
+        await expect(store.setUserRole([a.username], "user")).resolves.toBe(1);
+        expect((await store.getUser(a.id))?.role).toBe("user");
+        await expect(store.setUserRole([], "admin")).resolves.toBe(0);
+      });
+
+      it("gives users created before migration 0002 the role 'user'", async () => {
+        const fresh = await backend.fresh();
+        try {
+          const migrator = new Migrator({
+            db: fresh.db,
+            provider: migrationProvider(backend.kind),
+            ...(fresh.migrationTableSchema === undefined
+              ? {}
+              : { migrationTableSchema: fresh.migrationTableSchema }),
+          });
+          const { error } = await migrator.migrateTo("0001-users");
+          expect(error).toBeUndefined();
+          const old = newUser("legacy");
+          await fresh.db
+            .insertInto("users")
+            .values({
+              id: old.id,
+              username: old.username,
+              email: old.email,
+              display_name: old.displayName,
+              password_hash: old.passwordHash,
+              ...(backend.kind === "postgres"
+                ? { create_time: old.createTime }
+                : { create_time: old.createTime.getTime(), seq: 1 }),
+            })
+            .execute();
+          const tables = (await fresh.db.introspection.getTables()).filter(
+            (t) =>
+              fresh.migrationTableSchema === undefined || t.schema === fresh.migrationTableSchema,
+          );
+          expect(tables.map((t) => t.name)).toContain("users");
+          expect(tables.map((t) => t.name)).not.toContain("sessions");
+        } finally {
+          await fresh.db.destroy();
+        }
+
+        const migrated = await fresh.open();
+        try {
+          const [legacy] = await migrated.listUsersAfter(0, 10);
+          expect(legacy?.role).toBe("user");
+          const session = await migrated.createSession(newSession(legacy!.id));
+          await expect(migrated.findSessionByTokenHash(session.refreshTokenHash)).resolves.toEqual(
+            session,
+          );
+        } finally {
+          await migrated.close();
+          await fresh.dispose();
+        }
+      });
+
+      it("refuses a role other than 'user' or 'admin' at the database", async () => {
+        const user = await store.createUser(newUser("checked"));
+        const err = await rejection(
+          store.setUserRole([user.username], "root" as unknown as "admin"),
+        );
+        expect(err.code).toBe(Code.Internal);
+        expect((await store.getUser(user.id))?.role).toBe("user");
+      });
+    });
+
+    describe("sessions", () => {
+      let owner: UserRecord;
+
+      beforeAll(async () => {
+        owner = await store.createUser(newUser("owner"));
+      });
+
+      it("returns every field of a created session, times exact to the millisecond", async () => {
+        const session = newSession(owner.id);
+        const created = await store.createSession(session);
+        const found = await store.findSessionByTokenHash(session.refreshTokenHash);
+        for (const record of [created, found]) {
+          expect(record).toEqual({ ...session, revokeTime: undefined, replacedBy: undefined });
+          expect(record?.createTime.getTime()).toBe(session.createTime.getTime());
+          expect(record?.expireTime.getTime()).toBe(session.expireTime.getTime());
+        }
+        await expect(
+          store.findSessionByTokenHash(randomBytes(32).toString("hex")),
+        ).resolves.toBeUndefined();
+        await expect(store.findSessionByTokenHash("")).resolves.toBeUndefined();
+      });
+
+      it("rejects a session of an unknown user with FailedPrecondition", async () => {
+        const session = newSession(uuidv7());
+        const err = await rejection(store.createSession(session));
+        expect(err.code).toBe(Code.FailedPrecondition);
+        expect(err.cause).toBeDefined();
+        expect(err.rawMessage).not.toMatch(/foreign|constraint|sessions|users/i);
+        await expect(
+          store.findSessionByTokenHash(session.refreshTokenHash),
+        ).resolves.toBeUndefined();
+      });
+
+      it("rejects a second session with the same token hash, keeping the first", async () => {
+        const first = await store.createSession(newSession(owner.id));
+        const err = await rejection(
+          store.createSession(newSession(owner.id, { refreshTokenHash: first.refreshTokenHash })),
+        );
+        expect(err.code).toBe(Code.Internal);
+        expect(err.rawMessage).toBe("internal error");
+        await expect(store.findSessionByTokenHash(first.refreshTokenHash)).resolves.toEqual(first);
+      });
+
+      it("rotates a session once: revokes and links the old one, inserts the new one", async () => {
+        const old = await store.createSession(newSession(owner.id));
+        const nextTime = new Date(old.createTime.getTime() + 60_000);
+        const next = newSession(owner.id, { familyId: old.familyId, createTime: nextTime });
+
+        await expect(store.rotateSession(old.id, next)).resolves.toBe(true);
+        await expect(store.findSessionByTokenHash(old.refreshTokenHash)).resolves.toEqual({
+          ...old,
+          revokeTime: nextTime,
+          replacedBy: next.id,
+        });
+        await expect(store.findSessionByTokenHash(next.refreshTokenHash)).resolves.toEqual({
+          ...next,
+          revokeTime: undefined,
+          replacedBy: undefined,
+        });
+
+        // Replaying the old session changes nothing and inserts nothing.
+        const replay = newSession(owner.id, { familyId: old.familyId });
+        await expect(store.rotateSession(old.id, replay)).resolves.toBe(false);
+        await expect(
+          store.findSessionByTokenHash(replay.refreshTokenHash),
+        ).resolves.toBeUndefined();
+        expect((await store.findSessionByTokenHash(old.refreshTokenHash))?.replacedBy).toBe(
+          next.id,
+        );
+      });
+
+      it("does not rotate an unknown or a logged-out session", async () => {
+        const unknown = newSession(owner.id);
+        await expect(store.rotateSession(uuidv7(), unknown)).resolves.toBe(false);
+        await expect(
+          store.findSessionByTokenHash(unknown.refreshTokenHash),
+        ).resolves.toBeUndefined();
+
+        const old = await store.createSession(newSession(owner.id));
+        await store.revokeSession(old.id, new Date());
+        const next = newSession(owner.id, { familyId: old.familyId });
+        await expect(store.rotateSession(old.id, next)).resolves.toBe(false);
+        await expect(store.findSessionByTokenHash(next.refreshTokenHash)).resolves.toBeUndefined();
+        expect((await store.findSessionByTokenHash(old.refreshTokenHash))?.replacedBy).toBe(
+          undefined,
+        );
+      });
+
+      it("leaves the old session live when inserting its successor fails", async () => {
+        const old = await store.createSession(newSession(owner.id));
+        const taken = await store.createSession(newSession(owner.id));
+        const clash = newSession(owner.id, {
+          familyId: old.familyId,
+          refreshTokenHash: taken.refreshTokenHash,
+        });
+        expect((await rejection(store.rotateSession(old.id, clash))).code).toBe(Code.Internal);
+        await expect(store.findSessionByTokenHash(old.refreshTokenHash)).resolves.toEqual(old);
+      });
+
+      /**
+       * Races `attempts` rotations of one fresh session, spread over the
+       * given stores, and checks exactly one won and only its successor exists.
+       */
+      async function raceRotations(stores: readonly Store[], attempts: number): Promise<void> {
+        const old = await store.createSession(newSession(owner.id));
+        const nexts = Array.from({ length: attempts }, () =>
+          newSession(owner.id, { familyId: old.familyId }),
+        );
+        const results = await Promise.all(
+          nexts.map((next, i) => stores[i % stores.length]!.rotateSession(old.id, next)),
+        );
+        expect(results.filter(Boolean)).toHaveLength(1);
+        const winner = nexts[results.indexOf(true)]!;
+        const stored = await Promise.all(
+          nexts.map((n) => store.findSessionByTokenHash(n.refreshTokenHash)),
+        );
+        expect(stored.filter((s) => s !== undefined).map((s) => s?.id)).toEqual([winner.id]);
+        expect((await store.findSessionByTokenHash(old.refreshTokenHash))?.replacedBy).toBe(
+          winner.id,
+        );
+      }
+
+      it("lets exactly one of two concurrent rotations of one session win", async () => {
+        for (let round = 0; round < 5; round += 1) {
+          await raceRotations([store], 2);
+        }
+        await raceRotations([store], 10);
+      });
+
+      // Only PostgreSQL here: better-sqlite3 is synchronous, so a second SQLite
+      // connection in the *same process* would wait for the write lock inside
+      // the event loop the first connection's transaction needs to finish
+      // (a self-deadlock until the busy timeout). A process uses one store,
+      // whose transactions Kysely runs one at a time; separate processes are
+      // serialised by SQLite's write lock.
+      if (backend.kind === "postgres") {
+        it("lets exactly one of concurrent rotations of one session win, across connections", async () => {
+          const other = await backend.open();
+          try {
+            for (let round = 0; round < 3; round += 1) {
+              await raceRotations([store, other], 8);
+            }
+          } finally {
+            await other.close();
+          }
+        });
+      }
+
+      it("revokes one live session once, leaving the rest of its family live", async () => {
+        const a = await store.createSession(newSession(owner.id));
+        const b = await store.createSession(newSession(owner.id, { familyId: a.familyId }));
+        const at = new Date(Date.UTC(2025, 5, 6, 7, 8, 9, 123));
+
+        await expect(store.revokeSession(a.id, at)).resolves.toBe(1);
+        await expect(store.revokeSession(a.id, new Date())).resolves.toBe(0);
+        await expect(store.revokeSession(uuidv7(), new Date())).resolves.toBe(0);
+
+        const revoked = await store.findSessionByTokenHash(a.refreshTokenHash);
+        expect(revoked?.revokeTime?.getTime()).toBe(at.getTime());
+        expect(revoked?.replacedBy).toBeUndefined();
+        expect((await store.findSessionByTokenHash(b.refreshTokenHash))?.revokeTime).toBe(
+          undefined,
+        );
+      });
+
+      it("revokes every live session of a family, keeping earlier revoke times and other families", async () => {
+        const first = await store.createSession(newSession(owner.id));
+        const rotated = newSession(owner.id, {
+          familyId: first.familyId,
+          createTime: new Date(first.createTime.getTime() + 1000),
+        });
+        await store.rotateSession(first.id, rotated);
+        const sibling = await store.createSession(
+          newSession(owner.id, { familyId: first.familyId }),
+        );
+        const stranger = await store.createSession(newSession(owner.id));
+        const at = new Date(Date.UTC(2025, 5, 6, 7, 8, 9, 456));
+
+        await expect(store.revokeSessionFamily(first.familyId, at)).resolves.toBe(2);
+        await expect(store.revokeSessionFamily(first.familyId, new Date())).resolves.toBe(0);
+
+        const find = (s: NewSession) => store.findSessionByTokenHash(s.refreshTokenHash);
+        expect((await find(first))?.revokeTime).toEqual(rotated.createTime);
+        expect((await find(rotated))?.revokeTime).toEqual(at);
+        expect((await find(sibling))?.revokeTime).toEqual(at);
+        expect((await find(stranger))?.revokeTime).toBeUndefined();
+        await expect(store.revokeSessionFamily(uuidv7(), at)).resolves.toBe(0);
+      });
     });
   });
 }

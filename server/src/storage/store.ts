@@ -7,6 +7,9 @@
  * reason, connection failures → Unavailable), the original kept as `cause`.
  */
 
+/** Roles a user can have; every user has exactly one. */
+export type UserRole = "user" | "admin";
+
 /** A user row as stored. `passwordHash` never leaves the server. */
 export interface UserRecord {
   /** Opaque id (UUIDv7), assigned by the service. */
@@ -17,6 +20,8 @@ export interface UserRecord {
   /** argon2id PHC string. */
   readonly passwordHash: string;
   readonly createTime: Date;
+  /** 'user' unless promoted (see `setUserRole`). */
+  readonly role: UserRole;
   /**
    * Position in creation order, assigned by the database: strictly increasing,
    * and a row only becomes visible after every row with a smaller `seq`
@@ -33,6 +38,43 @@ export interface NewUser {
   readonly displayName: string;
   readonly passwordHash: string;
   readonly createTime: Date;
+  /** Defaults to 'user'. */
+  readonly role?: UserRole;
+}
+
+/**
+ * A refresh-token session as stored. Rotation revokes a session and creates
+ * its successor in the same family; a family is everything descended from one
+ * login.
+ */
+export interface SessionRecord {
+  /** Opaque id (UUIDv7), assigned by the service; the access token's `sid`. */
+  readonly id: string;
+  /** Shared by every session descended from one login. */
+  readonly familyId: string;
+  readonly userId: string;
+  /** SHA-256 of the opaque refresh token (lower-case hex); the token itself is never stored. */
+  readonly refreshTokenHash: string;
+  readonly userAgent: string;
+  readonly clientIp: string;
+  readonly createTime: Date;
+  readonly expireTime: Date;
+  /** When it was revoked (rotated, logged out, or its family revoked); undefined while live. */
+  readonly revokeTime: Date | undefined;
+  /** The session it was rotated into; undefined unless rotated. */
+  readonly replacedBy: string | undefined;
+}
+
+/** What the service hands to `createSession` and `rotateSession`. */
+export interface NewSession {
+  readonly id: string;
+  readonly familyId: string;
+  readonly userId: string;
+  readonly refreshTokenHash: string;
+  readonly userAgent: string;
+  readonly clientIp: string;
+  readonly createTime: Date;
+  readonly expireTime: Date;
 }
 
 /** Options every storage call accepts. */
@@ -65,6 +107,39 @@ export interface Store {
    * arguments must be safe integers, `limit >= 0` (otherwise Internal).
    */
   listUsersAfter(afterSeq: number, limit: number, options?: CallOptions): Promise<UserRecord[]>;
+  /**
+   * Returns the user whose username OR email equals `login`
+   * case-insensitively (SQL `lower()` on both sides, as the unique indexes
+   * use), or undefined. Should both match different users (impossible with
+   * today's rules: usernames cannot contain '@'), the username match wins.
+   */
+  findUserByLogin(login: string, options?: CallOptions): Promise<UserRecord | undefined>;
+  /**
+   * Gives `role` to the users with these usernames (case-insensitive).
+   * Returns how many rows actually changed (users that already had the role
+   * and unknown names are not counted). An empty list changes nothing.
+   */
+  setUserRole(usernames: readonly string[], role: UserRole, options?: CallOptions): Promise<number>;
+  /**
+   * Inserts a session. An unknown `userId` fails with FailedPrecondition; a
+   * clashing id or token hash with Internal.
+   */
+  createSession(session: NewSession, options?: CallOptions): Promise<SessionRecord>;
+  /** Returns the session with this refresh-token hash (live, revoked or expired), or undefined. */
+  findSessionByTokenHash(hash: string, options?: CallOptions): Promise<SessionRecord | undefined>;
+  /**
+   * In one transaction: revokes session `oldId` (revoke time =
+   * `next.createTime`, replaced by `next.id`) if it is not revoked yet, and
+   * only then inserts `next` (which should carry the old session's family
+   * and user). Returns false, changing nothing, when `oldId` was already
+   * revoked or does not exist, so of two concurrent rotations of one session
+   * exactly one returns true. Expiry is not checked here.
+   */
+  rotateSession(oldId: string, next: NewSession, options?: CallOptions): Promise<boolean>;
+  /** Revokes one session if still live; returns how many were revoked (0 or 1). */
+  revokeSession(id: string, revokeTime: Date, options?: CallOptions): Promise<number>;
+  /** Revokes every still-live session of a family; returns how many were revoked. */
+  revokeSessionFamily(familyId: string, revokeTime: Date, options?: CallOptions): Promise<number>;
   /** Checks the database answers (used by health checks); Unavailable if it does not. */
   ping(options?: CallOptions): Promise<void>;
   /** Releases connections. Idempotent; calls made afterwards reject with Unavailable. */

@@ -73,6 +73,25 @@ describe("translatePostgresError", () => {
     const error = new ConnectError("gone", Code.Canceled);
     expect(translatePostgresError(error)).toBe(error);
   });
+
+  it("maps a foreign-key violation to FailedPrecondition without naming the constraint", () => {
+    const error = driverError(
+      'insert or update on table "sessions" violates foreign key constraint "sessions_user_id_fkey"',
+      { code: "23503", constraint: "sessions_user_id_fkey" },
+    );
+    const translated = translatePostgresError(error);
+    expect(translated.code).toBe(Code.FailedPrecondition);
+    expect(translated.cause).toBe(error);
+    expect(translated.rawMessage).not.toMatch(/sessions|constraint|foreign/i);
+  });
+
+  it("maps a clashing refresh-token hash to Internal", () => {
+    const error = driverError("duplicate key", {
+      code: "23505",
+      constraint: "sessions_refresh_token_hash_key",
+    });
+    expect(translatePostgresError(error).code).toBe(Code.Internal);
+  });
 });
 
 describe("translateSqliteError", () => {
@@ -99,6 +118,23 @@ describe("translateSqliteError", () => {
     );
     expect(username.findDetails(ErrorInfoSchema)[0]?.reason).toBe(Reason.USERNAME_TAKEN);
     expect(email.findDetails(ErrorInfoSchema)[0]?.reason).toBe(Reason.EMAIL_TAKEN);
+  });
+
+  it("maps a foreign-key violation to FailedPrecondition without naming the constraint", () => {
+    const error = driverError("FOREIGN KEY constraint failed", {
+      code: "SQLITE_CONSTRAINT_FOREIGNKEY",
+    });
+    const translated = translateSqliteError(error);
+    expect(translated.code).toBe(Code.FailedPrecondition);
+    expect(translated.cause).toBe(error);
+    expect(translated.rawMessage).not.toMatch(/constraint|foreign/i);
+  });
+
+  it("maps a clashing refresh-token hash to Internal", () => {
+    const error = driverError("UNIQUE constraint failed: sessions.refresh_token_hash", {
+      code: "SQLITE_CONSTRAINT_UNIQUE",
+    });
+    expect(translateSqliteError(error).code).toBe(Code.Internal);
   });
 
   it("maps an id clash and other errors to Internal without detail", () => {

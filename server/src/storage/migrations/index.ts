@@ -3,6 +3,7 @@ import type { StoreLogger } from "../kysely-store.js";
 import type { Database } from "../schema.js";
 import type { StoreKind } from "../store.js";
 import { usersMigration } from "./0001-users.js";
+import { authMigration } from "./0002-auth.js";
 
 /**
  * Every migration, in order. Listed in code rather than discovered on disk so
@@ -13,6 +14,7 @@ import { usersMigration } from "./0001-users.js";
 function migrations(kind: StoreKind): Record<string, Migration> {
   return {
     "0001-users": usersMigration(kind),
+    "0002-auth": authMigration(kind),
   };
 }
 
