@@ -11,6 +11,7 @@ import {
 } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { ADMIN_USERNAME, registerAndLogin } from "./support/auth.js";
 import { ROOT, startTestServer, type TestServer } from "./support/server.js";
 
 /**
@@ -74,6 +75,13 @@ interface CurlResult {
   readonly stderr: string;
 }
 
+/**
+ * `-H authorization: Bearer …` for every buf curl call: the suite logs in as
+ * the harness's admin (CreateUsers needs the role); public methods ignore it.
+ */
+let authArgs: string[] = [];
+let adminId = "";
+
 /** Runs `buf curl ARGS` (no shell), feeding `stdin`; rejects only if it times out. */
 function bufCurl(
   args: readonly string[],
@@ -82,7 +90,7 @@ function bufCurl(
   return new Promise((resolve, reject) => {
     const child = execFile(
       BUF,
-      ["curl", ...args],
+      ["curl", ...authArgs, ...args],
       { timeout: options.timeoutMs ?? 15_000, maxBuffer: 16 * 1024 * 1024, cwd: ROOT },
       (error, stdout, stderr) => {
         if (error?.killed) {
@@ -197,7 +205,14 @@ interface WatchItem {
 function watchUsers(url: string, request: Record<string, string>) {
   const child: ChildProcess = spawn(
     BUF,
-    ["curl", ...GRPC.flags, "-d", JSON.stringify(request), `${url}/${SERVICE}/WatchUsers`],
+    [
+      "curl",
+      ...authArgs,
+      ...GRPC.flags,
+      "-d",
+      JSON.stringify(request),
+      `${url}/${SERVICE}/WatchUsers`,
+    ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], timeout: 25_000 },
   );
   const items: WatchItem[] = [];
@@ -287,6 +302,9 @@ describe("buf curl (schema from server reflection) against one port", () => {
 
   beforeAll(async () => {
     server = await startTestServer();
+    const admin = await registerAndLogin(server.url, { username: ADMIN_USERNAME });
+    authArgs = ["-H", `authorization: Bearer ${admin.accessToken}`];
+    adminId = admin.userId;
   });
 
   afterAll(async () => {
@@ -583,7 +601,8 @@ describe("buf curl (schema from server reflection) against one port", () => {
       });
       expect(r.code, r.stderr).toBe(0);
     }
-    const existing = created.map((u) => u.id);
+    // The admin this suite logs in as registered first.
+    const existing = [adminId, ...created.map((u) => u.id)];
 
     const watch = watchUsers(server.url, {});
     let history: WatchItem[] = [];
@@ -610,7 +629,7 @@ describe("buf curl (schema from server reflection) against one port", () => {
 
     const resumed = watchUsers(server.url, { after_cursor: history[1]!.cursor });
     try {
-      const expected = created.slice(2).map((u) => u.id);
+      const expected = [adminId, ...created.map((u) => u.id)].slice(2);
       const items = await resumed.waitFor(expected.length);
       expect(items[0]!.user.id).toBe(history[2]!.user.id);
       expect(items.map((item) => item.user.id)).toEqual(expected);

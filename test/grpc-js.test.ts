@@ -6,7 +6,19 @@ import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { type Status, StatusSchema } from "../gen/google/rpc/status_pb.js";
+import { ADMIN_USERNAME, registerAndLogin } from "./support/auth.js";
 import { ROOT, startTestServer, type TestServer } from "./support/server.js";
+
+/** A grpc-js client interceptor that sends `authorization: Bearer <token>` on every call. */
+function bearerMetadata(token: string): grpc.Interceptor {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set("authorization", `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
+}
 
 /**
  * @grpc/grpc-js with @grpc/proto-loader as an independent gRPC
@@ -79,6 +91,7 @@ interface UserServiceClient extends grpc.Client {
 type UserServiceConstructor = new (
   address: string,
   credentials: grpc.ChannelCredentials,
+  options?: grpc.ClientOptions,
 ) => UserServiceClient;
 
 function loadClientConstructor(): UserServiceConstructor {
@@ -235,10 +248,17 @@ describe("@grpc/grpc-js client over h2c on the shared port", () => {
     });
   }
 
+  let adminId = "";
   beforeAll(async () => {
     server = await startTestServer();
+    // CreateUsers needs the admin role; the harness makes "admin" an admin.
+    const admin = await registerAndLogin(server.url, { username: ADMIN_USERNAME });
+    const { accessToken } = admin;
+    adminId = admin.userId;
     const UserService = loadClientConstructor();
-    client = new UserService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    client = new UserService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure(), {
+      interceptors: [bearerMetadata(accessToken)],
+    });
     await new Promise<void>((resolve, reject) =>
       client.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())),
     );
@@ -411,7 +431,8 @@ describe("@grpc/grpc-js client over h2c on the shared port", () => {
         password: PASSWORD,
       });
     }
-    const existing = created.map((u) => u.id);
+    // The admin this suite logs in as registered first.
+    const existing = [adminId, ...created.map((u) => u.id)];
 
     const feed = watch(client, "");
     let history: WatchItem[] = [];
@@ -436,7 +457,7 @@ describe("@grpc/grpc-js client over h2c on the shared port", () => {
     // Resuming after the 2nd item starts with the 3rd: no gap, no duplicate.
     const resumed = watch(client, history[1]!.cursor);
     try {
-      const expected = created.slice(2).map((u) => u.id);
+      const expected = [adminId, ...created.map((u) => u.id)].slice(2);
       const items = await resumed.waitFor(expected.length);
       expect(items.map((item) => item.user.id)).toEqual(expected);
       expect(items[0]!.cursor).toBe(history[2]!.cursor);

@@ -8,7 +8,9 @@ import {
   Health,
   HealthCheckResponse_ServingStatus as ServingStatus,
 } from "../gen/health/v1/health_pb.js";
+import { AuthService } from "../gen/switchboard/auth/v1/auth_pb.js";
 import { UserService } from "../gen/switchboard/user/v1/user_pb.js";
+import { bearer, registerAndLogin } from "./support/auth.js";
 import { ROOT, type SpawnedServer, spawnServer, tempDataDir } from "./support/server.js";
 
 const run = promisify(execFile);
@@ -34,14 +36,13 @@ describe("the server process", () => {
     const dataDir = await tempDataDir();
     dirs.push(dataDir);
     const server = await start({ DATA_DIR: dataDir, SHUTDOWN_GRACE_MS: "3000" });
-    const transport = createGrpcTransport({ baseUrl: server.url });
+    const { accessToken } = await registerAndLogin(server.url, { username: "early" });
+    const transport = createGrpcTransport({
+      baseUrl: server.url,
+      interceptors: [bearer(accessToken)],
+    });
     const users = createClient(UserService, transport);
     const health = createClient(Health, transport);
-    await users.registerUser({
-      username: "early",
-      email: "early@example.com",
-      password: "correct horse",
-    });
 
     const seen: string[] = [];
     const watch = (async () => {
@@ -82,13 +83,29 @@ describe("the server process", () => {
       password: "correct horse",
       displayName: "Durable Dora",
     });
+    const login = await createClient(
+      AuthService,
+      createGrpcTransport({ baseUrl: first.url }),
+    ).login({
+      username: "durable",
+      password: "correct horse",
+    });
     first.child.kill("SIGTERM");
     expect(await first.exited).toBe(0);
 
+    // Same data dir: the user, the signing key and the session all survive.
     const second = await start({ DATA_DIR: dataDir });
-    const secondClient = createClient(UserService, createGrpcTransport({ baseUrl: second.url }));
+    const secondClient = createClient(
+      UserService,
+      createGrpcTransport({ baseUrl: second.url, interceptors: [bearer(login.accessToken)] }),
+    );
     const { user: again } = await secondClient.getUser({ id: user!.id });
     expect(again).toEqual(user);
+    const refreshed = await createClient(
+      AuthService,
+      createGrpcTransport({ baseUrl: second.url }),
+    ).refresh({ refreshToken: login.refreshToken });
+    expect(refreshed.accessToken).not.toBe("");
     const dup = await secondClient
       .registerUser({ username: "DURABLE", email: "other@example.com", password: "correct horse" })
       .catch((e: unknown) => ConnectError.from(e));

@@ -40,7 +40,7 @@ describe("TLS on one port", () => {
       const body = await new Promise<string>((resolve, reject) => {
         const stream = session.request({
           ":method": "POST",
-          ":path": "/switchboard.user.v1.UserService/GetUser",
+          ":path": "/switchboard.user.v1.UserService/RegisterUser",
           "content-type": "application/json",
         });
         let text = "";
@@ -49,9 +49,9 @@ describe("TLS on one port", () => {
         });
         stream.on("end", () => resolve(text));
         stream.on("error", reject);
-        stream.end(JSON.stringify({ id: "nobody" }));
+        stream.end(JSON.stringify({ username: "x" }));
       });
-      expect(JSON.parse(body).code).toBe("not_found");
+      expect(JSON.parse(body).code).toBe("invalid_argument");
     } finally {
       session.close();
     }
@@ -64,7 +64,7 @@ describe("TLS on one port", () => {
       body: string;
     }>((resolve, reject) => {
       const req = https.request(
-        `${base}/switchboard.user.v1.UserService/GetUser`,
+        `${base}/switchboard.user.v1.UserService/RegisterUser`,
         {
           method: "POST",
           headers: { "content-type": "application/json" },
@@ -87,11 +87,11 @@ describe("TLS on one port", () => {
         },
       );
       req.on("error", reject);
-      req.end(JSON.stringify({ id: "nobody" }));
+      req.end(JSON.stringify({ username: "x" }));
     });
     expect(res.alpn).toBe("http/1.1");
     expect(res.httpVersion).toBe("1.1");
-    expect(JSON.parse(res.body).code).toBe("not_found");
+    expect(JSON.parse(res.body).code).toBe("invalid_argument");
   });
 
   it("serves buf curl over gRPC and gRPC-Web with the generated CA, via reflection", async () => {

@@ -2,19 +2,23 @@ import type http from "node:http";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
+import { Redis } from "ioredis";
 import type { Logger } from "pino";
-import { hashPassword } from "./auth/passwords.js";
+import { hashPassword, verifyPassword } from "./auth/passwords.js";
+import { accessPolicy } from "./auth/policy.js";
+import { createTokenService, loadSigningKey } from "./auth/tokens.js";
 import type { Config } from "./config.js";
+import { contextValuesFor } from "./context.js";
 import { WakeSignal } from "./events/wake-signal.js";
 import { type CallTracker, createCallTracker } from "./interceptors/call-tracker-interceptor.js";
-import { errorInterceptor } from "./interceptors/error-interceptor.js";
+import { interceptorChain } from "./interceptors/chain.js";
 import { HealthState } from "./protocol/health.js";
 import { createListener, type Listener, type RequestHandler } from "./protocol/listener.js";
 import { appServices, routes } from "./routes.js";
+import { createAuthService } from "./services/auth-service.js";
 import { createUserService } from "./services/user-service.js";
 import type { Store } from "./storage/store.js";
 import { appRequestRules } from "./validation/request-rules.js";
-import { validationInterceptor } from "./validation/validation-interceptor.js";
 
 /** What `build` needs besides the configuration. */
 export interface AppDeps {
@@ -49,6 +53,30 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
   const calls = createCallTracker(config.maxOpenStreams);
   const shutdownController = new AbortController();
 
+  const tokens = createTokenService({
+    key: await loadSigningKey({
+      configured: config.auth.signingKey,
+      dataDir: config.dataDir,
+      env: config.env,
+    }),
+    accessTtlSeconds: config.auth.accessTokenTtlSeconds,
+  });
+  // The first admins come from configuration; registering later with one
+  // of these names also makes an admin (see UserService).
+  if (config.auth.adminUsernames.size > 0) {
+    await store.setUserRole([...config.auth.adminUsernames], "admin");
+  }
+  const redis =
+    config.redisUrl === undefined
+      ? undefined
+      : new Redis(config.redisUrl, {
+          // Fail fast instead of queueing: the rate limiter falls back to
+          // per-process memory while Redis is away.
+          enableOfflineQueue: false,
+          maxRetriesPerRequest: 1,
+        });
+  redis?.on("error", (err) => logger.warn({ err }, "redis connection error"));
+
   let listener: Listener | undefined;
   const fastify = Fastify({
     loggerInstance: logger,
@@ -74,16 +102,32 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
         userCreated,
         logger,
         hashPassword: deps.hashPassword ?? hashPassword,
+        adminUsernames: config.auth.adminUsernames,
+      }),
+      authService: createAuthService({
+        store,
+        tokens,
+        logger,
+        refreshTtlSeconds: config.auth.refreshTokenTtlSeconds,
+        verifyPassword,
       }),
       health,
     }),
-    // Outermost first: the tracker sees every call, the error boundary
-    // wraps the handlers.
-    interceptors: [
-      calls.interceptor,
-      errorInterceptor(logger),
-      validationInterceptor(appRequestRules),
-    ],
+    interceptors: interceptorChain({
+      logger,
+      calls,
+      verifyAccessToken: (token) => tokens.verifyAccessToken(token),
+      policy: accessPolicy,
+      rateLimits: config.rateLimits,
+      redis,
+      requestRules: appRequestRules,
+    }),
+    // The peer as the socket saw it: rate limits and sessions record it.
+    contextValues: (req) =>
+      contextValuesFor({
+        ip: req.ip,
+        userAgent: String(req.headers["user-agent"] ?? "").slice(0, 256),
+      }),
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     shutdownSignal: shutdownController.signal,
@@ -109,6 +153,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     oneListener.destroyAll();
     await closing;
     await store.close();
+    await redis?.quit().catch(() => undefined);
   };
 
   return {

@@ -69,7 +69,8 @@ describe("loadConfig", () => {
   });
 
   it("logs JSON in production and honours LOG_FORMAT", () => {
-    expect(loadConfig({ NODE_ENV: "production" }).log.pretty).toBe(false);
+    const key = Buffer.alloc(32, 7).toString("base64url");
+    expect(loadConfig({ NODE_ENV: "production", AUTH_SIGNING_KEY: key }).log.pretty).toBe(false);
     expect(loadConfig({ NODE_ENV: "development", LOG_FORMAT: "json" }).log.pretty).toBe(false);
   });
 });

@@ -29,6 +29,18 @@ export function tempDataDir(): Promise<string> {
 }
 
 /**
+ * Test defaults: a fixed admin, and rate limits high enough that only the
+ * tests about rate limiting (which set their own) ever meet them.
+ */
+export const TEST_ENV: Readonly<Record<string, string>> = {
+  ADMIN_USERNAMES: "admin",
+  RATE_LIMIT_USER: "100000/1",
+  RATE_LIMIT_PUBLIC: "100000/1",
+  RATE_LIMIT_LOGIN: "100000/1",
+  RATE_LIMIT_REGISTER: "100000/1",
+};
+
+/**
  * Starts the real app (the same `build` as production) on port 0. `env`
  * overrides configuration variables, exactly as the environment would.
  */
@@ -43,6 +55,7 @@ export async function startTestServer(
     DATA_DIR: dataDir,
     LOG_LEVEL: "silent",
     LOG_FORMAT: "json",
+    ...TEST_ENV,
     ...options.env,
   });
   const logger = createLogger(config.log);
@@ -86,6 +99,7 @@ export async function spawnServer(env: Record<string, string>): Promise<SpawnedS
       PORT: "0",
       LOG_FORMAT: "json",
       LOG_LEVEL: "info",
+      ...TEST_ENV,
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],

@@ -25,6 +25,8 @@ export interface UserServiceDeps {
   readonly userCreated: WakeSignal;
   readonly logger: Logger;
   readonly hashPassword: (password: string) => Promise<string>;
+  /** Lower-cased usernames that register as admins (configuration: ADMIN_USERNAMES). */
+  readonly adminUsernames?: ReadonlySet<string>;
   readonly clock?: () => Date;
   readonly newId?: () => string;
 }
@@ -89,6 +91,7 @@ export function createUserService(deps: UserServiceDeps): ServiceImpl<typeof Use
       displayName: fields.displayName,
       passwordHash,
       createTime: clock(),
+      role: deps.adminUsernames?.has(fields.username.toLowerCase()) ? "admin" : "user",
     };
     const record = await store.createUser(user, { signal });
     userCreated.wake();
