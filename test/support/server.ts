@@ -3,6 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { pino } from "pino";
 import { type App, build } from "../../server/src/app.js";
 import { loadConfig } from "../../server/src/config.js";
 import { createLogger } from "../../server/src/logger.js";
@@ -45,7 +46,14 @@ export const TEST_ENV: Readonly<Record<string, string>> = {
  * overrides configuration variables, exactly as the environment would.
  */
 export async function startTestServer(
-  options: { env?: Record<string, string>; dataDir?: string } = {},
+  options: {
+    env?: Record<string, string>;
+    dataDir?: string;
+    /** Wraps the real store, e.g. to count or slow down reads, or to inject a bug. */
+    wrapStore?: (store: Store) => Store;
+    /** Receives every log line (JSON) instead of discarding them. */
+    logLines?: Array<Record<string, unknown>>;
+  } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await tempDataDir());
   const config = loadConfig({
@@ -58,8 +66,12 @@ export async function startTestServer(
     ...TEST_ENV,
     ...options.env,
   });
-  const logger = createLogger(config.log);
-  const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
+  const lines = options.logLines;
+  const logger = lines
+    ? pino({ level: "debug" }, { write: (line: string) => lines.push(JSON.parse(line)) })
+    : createLogger(config.log);
+  const realStore = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
+  const store = options.wrapStore ? options.wrapStore(realStore) : realStore;
   const app = await build(config, { store, logger });
   const url = (await app.listen()).replace("localhost", "127.0.0.1");
   return {
