@@ -81,6 +81,8 @@ const envSchema = z
     RATE_LIMIT_PUBLIC: rateLimit.prefault("30/1"),
     RATE_LIMIT_LOGIN: rateLimit.prefault("10/60"),
     RATE_LIMIT_REGISTER: rateLimit.prefault("20/3600"),
+    RATE_LIMIT_CHAT: rateLimit.prefault("20/10"),
+    CHAT_SUBSCRIBER_BUFFER: positiveInt(1_000_000).default(512),
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV === "production" && env.AUTH_SIGNING_KEY === undefined) {
@@ -142,6 +144,15 @@ export interface Config {
     readonly login: RateLimit;
     /** Per client IP, RegisterUser (sign-up floods). */
     readonly register: RateLimit;
+    /** Per user, chat messages sent (Send and the bidi Chat call). */
+    readonly chat: RateLimit;
+  };
+  readonly chat: {
+    /**
+     * Events a subscriber may have queued and unread before it is cut off
+     * (it then resumes with after_id).
+     */
+    readonly subscriberBuffer: number;
   };
 }
 
@@ -217,6 +228,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       public: Object.freeze(e.RATE_LIMIT_PUBLIC),
       login: Object.freeze(e.RATE_LIMIT_LOGIN),
       register: Object.freeze(e.RATE_LIMIT_REGISTER),
+      chat: Object.freeze(e.RATE_LIMIT_CHAT),
     }),
+    chat: Object.freeze({ subscriberBuffer: e.CHAT_SUBSCRIBER_BUFFER }),
   });
 }

@@ -39,6 +39,7 @@ export const TEST_ENV: Readonly<Record<string, string>> = {
   RATE_LIMIT_PUBLIC: "100000/1",
   RATE_LIMIT_LOGIN: "100000/1",
   RATE_LIMIT_REGISTER: "100000/1",
+  RATE_LIMIT_CHAT: "100000/1",
 };
 
 /**

@@ -328,6 +328,7 @@ describe("the interceptors in their recommended order (real servers, every proto
             public: { points: 1000, durationSeconds: 60 },
             login: { points: 1000, durationSeconds: 60 },
             register: { points: 1000, durationSeconds: 60 },
+            chat: { points: 1000, durationSeconds: 60 },
           },
         }),
         timingInterceptor(),

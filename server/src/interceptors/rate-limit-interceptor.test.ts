@@ -30,6 +30,7 @@ const limits = (overrides: Partial<Limits>): Limits => ({
   user: lots,
   public: lots,
   login: lots,
+  chat: lots,
   register: lots,
   ...overrides,
 });

@@ -91,6 +91,29 @@ export interface CallOptions {
 /** Which adapter is in use. */
 export type StoreKind = "sqlite" | "postgres";
 
+/** A stored chat message. */
+export interface ChatMessageRecord {
+  readonly room: string;
+  /** Position in the room: 1, 2, 3, … with no gaps, assigned by the store. */
+  readonly id: number;
+  readonly senderId: string;
+  readonly senderUsername: string;
+  readonly text: string;
+  /** The sender's idempotency key. */
+  readonly clientMsgId: string;
+  readonly createTime: Date;
+}
+
+/** What the chat service hands to `appendMessage`. */
+export interface NewChatMessage {
+  readonly room: string;
+  readonly senderId: string;
+  readonly senderUsername: string;
+  readonly text: string;
+  readonly clientMsgId: string;
+  readonly createTime: Date;
+}
+
 /** Switchboard's persistent state. */
 export interface Store {
   readonly kind: StoreKind;
@@ -140,6 +163,37 @@ export interface Store {
   revokeSession(id: string, revokeTime: Date, options?: CallOptions): Promise<number>;
   /** Revokes every still-live session of a family; returns how many were revoked. */
   revokeSessionFamily(familyId: string, revokeTime: Date, options?: CallOptions): Promise<number>;
+  /**
+   * Stores a chat message with the room's next id. Idempotent on
+   * (room, senderId, clientMsgId): a repeat returns the stored message with
+   * `created: false` and stores nothing. Ids are strictly increasing per room
+   * and a message only becomes visible after every smaller id of its room
+   * (adapters serialise appends per room), so readers following ids never
+   * skip one.
+   */
+  appendMessage(
+    message: NewChatMessage,
+    options?: CallOptions,
+  ): Promise<{ message: ChatMessageRecord; created: boolean }>;
+  /** Up to `limit` messages of `room` with `id > afterId`, oldest first. */
+  listMessagesAfter(
+    room: string,
+    afterId: number,
+    limit: number,
+    options?: CallOptions,
+  ): Promise<ChatMessageRecord[]>;
+  /**
+   * Up to `limit` messages of `room` with `id < beforeId` (all ids when
+   * `beforeId` is 0), the newest of them, returned oldest first.
+   */
+  listMessagesBefore(
+    room: string,
+    beforeId: number,
+    limit: number,
+    options?: CallOptions,
+  ): Promise<ChatMessageRecord[]>;
+  /** The id of the room's newest message, 0 when it has none. */
+  lastMessageId(room: string, options?: CallOptions): Promise<number>;
   /** Checks the database answers (used by health checks); Unavailable if it does not. */
   ping(options?: CallOptions): Promise<void>;
   /** Releases connections. Idempotent; calls made afterwards reject with Unavailable. */
