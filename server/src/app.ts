@@ -14,6 +14,7 @@ import { type CallTracker, createCallTracker } from "./interceptors/call-tracker
 import { interceptorChain } from "./interceptors/chain.js";
 import { HealthState } from "./protocol/health.js";
 import { createListener, type Listener, type RequestHandler } from "./protocol/listener.js";
+import { DEFAULT_WEB_DIST, registerWebApp } from "./protocol/web-app.js";
 import { appServices, routes } from "./routes.js";
 import { createAuthService } from "./services/auth-service.js";
 import { createUserService } from "./services/user-service.js";
@@ -26,6 +27,8 @@ export interface AppDeps {
   readonly logger: Logger;
   /** Replaces argon2id hashing (tests of unrelated behaviour may want speed). */
   readonly hashPassword?: (password: string) => Promise<string>;
+  /** The built web app to serve (default: web/dist); nothing is served if it is absent. */
+  readonly webRoot?: string;
 }
 
 /** A built, not yet listening Switchboard server. */
@@ -132,6 +135,10 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     writeMaxBytes: config.maxMessageBytes,
     shutdownSignal: shutdownController.signal,
   });
+
+  if (await registerWebApp(fastify, deps.webRoot)) {
+    logger.debug({ root: deps.webRoot ?? DEFAULT_WEB_DIST }, "serving the web app");
+  }
 
   let shuttingDown: Promise<void> | undefined;
   const shutdown = async () => {
