@@ -5,6 +5,7 @@ export default defineConfig({
     include: [
       "server/**/*.test.ts",
       "shared/**/*.test.ts",
+      "client/**/*.test.ts",
       "scripts/**/*.test.ts",
       "test/**/*.test.ts",
     ],

@@ -29,6 +29,11 @@ export interface AppDeps {
   readonly hashPassword?: (password: string) => Promise<string>;
   /** The built web app to serve (default: web/dist); nothing is served if it is absent. */
   readonly webRoot?: string;
+  /**
+   * "none" serves without the interceptor chain: only for benchmarks that
+   * measure what the chain costs. Never in production.
+   */
+  readonly interceptors?: "full" | "none";
 }
 
 /** A built, not yet listening Switchboard server. */
@@ -116,15 +121,18 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
       }),
       health,
     }),
-    interceptors: interceptorChain({
-      logger,
-      calls,
-      verifyAccessToken: (token) => tokens.verifyAccessToken(token),
-      policy: accessPolicy,
-      rateLimits: config.rateLimits,
-      redis,
-      requestRules: appRequestRules,
-    }),
+    interceptors:
+      deps.interceptors === "none"
+        ? []
+        : interceptorChain({
+            logger,
+            calls,
+            verifyAccessToken: (token) => tokens.verifyAccessToken(token),
+            policy: accessPolicy,
+            rateLimits: config.rateLimits,
+            redis,
+            requestRules: appRequestRules,
+          }),
     // The peer as the socket saw it: rate limits and sessions record it.
     contextValues: (req) =>
       contextValuesFor({
