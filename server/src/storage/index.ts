@@ -4,6 +4,8 @@ import type { Store } from "./store.js";
 export type { StoreLogger } from "./kysely-store.js";
 export type {
   CallOptions,
+  ChatMessageRecord,
+  NewChatMessage,
   NewSession,
   NewUser,
   SessionRecord,

@@ -1,9 +1,11 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Kysely, type Selectable, sql } from "kysely";
 import { internal, unavailable } from "../errors.js";
-import type { Database, SessionsTable, UsersTable } from "./schema.js";
+import type { ChatMessagesTable, Database, SessionsTable, UsersTable } from "./schema.js";
 import type {
   CallOptions,
+  ChatMessageRecord,
+  NewChatMessage,
   NewSession,
   NewUser,
   SessionRecord,
@@ -42,6 +44,28 @@ export interface KyselyStoreConfig {
  * it; it is below 2^53 so it survives as a JS number literal.
  */
 const USER_INSERT_LOCK_KEY = 0x5342_5553_4552;
+
+/**
+ * First key of the two-key, transaction-scoped advisory lock that serialises
+ * chat appends per room on PostgreSQL; the second key is `hashtext(room)`.
+ * PostgreSQL keeps the one-bigint and the two-int4 key spaces apart, so this
+ * never meets {@link USER_INSERT_LOCK_KEY}. Two rooms whose names hash alike
+ * merely share a lock (their appends serialise; nothing breaks). ASCII "SBCH",
+ * below 2^31 so it is a valid int4.
+ */
+const CHAT_APPEND_LOCK_CLASS = 0x5342_4348;
+
+const CHAT_COLUMNS = [
+  "room",
+  "id",
+  "sender_id",
+  "sender_username",
+  "text",
+  "client_msg_id",
+  "create_time",
+] as const;
+
+type ChatRow = Pick<Selectable<ChatMessagesTable>, (typeof CHAT_COLUMNS)[number]>;
 
 const USER_COLUMNS = [
   "id",
@@ -269,6 +293,138 @@ class KyselyStore implements Store {
     });
   }
 
+  /**
+   * One transaction either way. SQLite: the insert is the transaction's
+   * first statement, so it takes the (single) write lock before its
+   * subquery reads max(id); a clash on the idempotency key inserts nothing
+   * (`on conflict do nothing`) and the stored row is read back in the same
+   * transaction. PostgreSQL: the room's advisory lock is taken first and held
+   * until commit, so appends to one room read max(id), insert and become
+   * visible one at a time, in id order (readers are never blocked); the
+   * idempotency lookup runs under the same lock, so a repeat waits for the
+   * original and then finds it. Should an insert still lose a race on the
+   * idempotency key (a writer not taking the lock), the failed append reads
+   * the stored message back instead of failing.
+   */
+  appendMessage(
+    message: NewChatMessage,
+    options?: CallOptions,
+  ): Promise<{ message: ChatMessageRecord; created: boolean }> {
+    return this.#run(options, async () => {
+      try {
+        return await this.#db.transaction().execute(async (trx) => {
+          if (this.kind === "postgres") {
+            await sql`select pg_advisory_xact_lock(${sql.lit(CHAT_APPEND_LOCK_CLASS)}, hashtext(${message.room}))`.execute(
+              trx,
+            );
+            const existing = await findMessageByKey(trx, message);
+            if (existing !== undefined) {
+              return { message: toChatRecord(existing), created: false };
+            }
+          }
+          const inserted = await trx
+            .insertInto("chat_messages")
+            .values({
+              room: message.room,
+              id: sql<number>`(select coalesce(max(id), 0) + 1 from chat_messages where room = ${message.room})`,
+              sender_id: message.senderId,
+              sender_username: message.senderUsername,
+              text: message.text,
+              client_msg_id: message.clientMsgId,
+              create_time: this.#time(message.createTime),
+            })
+            .onConflict((oc) => oc.columns(["room", "sender_id", "client_msg_id"]).doNothing())
+            .returning(CHAT_COLUMNS)
+            .executeTakeFirst();
+          if (inserted !== undefined) {
+            return { message: toChatRecord(inserted), created: true };
+          }
+          const stored = await findMessageByKey(trx, message);
+          if (stored === undefined) {
+            throw new Error("chat append conflicted but no message has its idempotency key");
+          }
+          return { message: toChatRecord(stored), created: false };
+        });
+      } catch (error) {
+        // A lost race on the idempotency key: the winner's row is the answer.
+        // Anything else (unknown sender, database down) is rethrown as is.
+        const stored = await findMessageByKey(this.#db, message).catch(() => undefined);
+        if (stored === undefined) {
+          throw error;
+        }
+        return { message: toChatRecord(stored), created: false };
+      }
+    });
+  }
+
+  listMessagesAfter(
+    room: string,
+    afterId: number,
+    limit: number,
+    options?: CallOptions,
+  ): Promise<ChatMessageRecord[]> {
+    return this.#run(options, async () => {
+      if (!Number.isSafeInteger(afterId) || !Number.isSafeInteger(limit) || limit < 0) {
+        throw new RangeError(`listMessagesAfter(${afterId}, ${limit}): expected safe integers`);
+      }
+      if (limit === 0) {
+        return [];
+      }
+      const rows = await this.#db
+        .selectFrom("chat_messages")
+        .select(CHAT_COLUMNS)
+        .where("room", "=", room)
+        .where("id", ">", afterId)
+        .orderBy("id")
+        .limit(limit)
+        .execute();
+      return rows.map(toChatRecord);
+    });
+  }
+
+  listMessagesBefore(
+    room: string,
+    beforeId: number,
+    limit: number,
+    options?: CallOptions,
+  ): Promise<ChatMessageRecord[]> {
+    return this.#run(options, async () => {
+      if (
+        !Number.isSafeInteger(beforeId) ||
+        beforeId < 0 ||
+        !Number.isSafeInteger(limit) ||
+        limit < 0
+      ) {
+        throw new RangeError(
+          `listMessagesBefore(${beforeId}, ${limit}): expected non-negative safe integers`,
+        );
+      }
+      if (limit === 0) {
+        return [];
+      }
+      const rows = await this.#db
+        .selectFrom("chat_messages")
+        .select(CHAT_COLUMNS)
+        .where("room", "=", room)
+        .$if(beforeId > 0, (q) => q.where("id", "<", beforeId))
+        .orderBy("id", "desc")
+        .limit(limit)
+        .execute();
+      return rows.reverse().map(toChatRecord);
+    });
+  }
+
+  lastMessageId(room: string, options?: CallOptions): Promise<number> {
+    return this.#run(options, async () => {
+      const row = await this.#db
+        .selectFrom("chat_messages")
+        .select((eb) => eb.fn.max("id").as("last"))
+        .where("room", "=", room)
+        .executeTakeFirst();
+      return row?.last == null ? 0 : toSeq(row.last);
+    });
+  }
+
   ping(options?: CallOptions): Promise<void> {
     return this.#run(options, async () => {
       await sql`select 1`.execute(this.#db);
@@ -387,6 +543,32 @@ function toSessionRecord(row: SessionRow): SessionRecord {
     expireTime: toDate(row.expire_time),
     revokeTime: row.revoke_time === null ? undefined : toDate(row.revoke_time),
     replacedBy: row.replaced_by ?? undefined,
+  };
+}
+
+/** The stored message with `message`'s idempotency key, if any. */
+function findMessageByKey(
+  db: Kysely<Database>,
+  message: NewChatMessage,
+): Promise<ChatRow | undefined> {
+  return db
+    .selectFrom("chat_messages")
+    .select(CHAT_COLUMNS)
+    .where("room", "=", message.room)
+    .where("sender_id", "=", message.senderId)
+    .where("client_msg_id", "=", message.clientMsgId)
+    .executeTakeFirst();
+}
+
+function toChatRecord(row: ChatRow): ChatMessageRecord {
+  return {
+    room: row.room,
+    id: toSeq(row.id),
+    senderId: row.sender_id,
+    senderUsername: row.sender_username,
+    text: row.text,
+    clientMsgId: row.client_msg_id,
+    createTime: toDate(row.create_time),
   };
 }
 

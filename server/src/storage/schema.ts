@@ -55,8 +55,29 @@ export interface SessionsTable {
   replaced_by: ColumnType<string | null, string | null | undefined, string>;
 }
 
+/**
+ * The `chat_messages` table (migration `0003-chat`): primary key (room, id),
+ * unique (room, sender_id, client_msg_id).
+ */
+export interface ChatMessagesTable {
+  room: string;
+  /**
+   * Position in the room, 1, 2, 3, …; written by the store as a subquery.
+   * PostgreSQL `bigint` arrives as a string, SQLite gives a number.
+   */
+  id: ColumnType<number | string, number, never>;
+  sender_id: string;
+  /** The sender's username when the message was sent. */
+  sender_username: string;
+  text: string;
+  /** The sender's idempotency key. */
+  client_msg_id: string;
+  create_time: ColumnType<Date | number, Date | number, never>;
+}
+
 /** Every table Switchboard stores; later migrations add to it. */
 export interface Database {
   users: UsersTable;
   sessions: SessionsTable;
+  chat_messages: ChatMessagesTable;
 }

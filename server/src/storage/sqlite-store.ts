@@ -98,8 +98,9 @@ export function translateSqliteError(error: unknown): ConnectError {
     }
   }
   if (code === "SQLITE_CONSTRAINT_FOREIGNKEY") {
-    // SQLite does not name the constraint. Today only sessions.user_id has
-    // one: a session for a user that does not (or no longer) exist.
+    // SQLite does not name the constraint. Today sessions.user_id and
+    // chat_messages.sender_id have one: a row for a user that does not (or
+    // no longer) exist.
     return failedPrecondition("a referenced record does not exist", error);
   }
   if (code !== undefined && UNAVAILABLE_CODES.has(code)) {

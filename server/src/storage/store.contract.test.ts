@@ -15,7 +15,15 @@ import { migrationProvider } from "./migrations/index.js";
 import { openPostgresStore } from "./postgres-store.js";
 import type { Database as Tables } from "./schema.js";
 import { openSqliteStore, SQLITE_FILE_NAME } from "./sqlite-store.js";
-import type { NewSession, NewUser, Store, StoreKind, UserRecord } from "./store.js";
+import type {
+  ChatMessageRecord,
+  NewChatMessage,
+  NewSession,
+  NewUser,
+  Store,
+  StoreKind,
+  UserRecord,
+} from "./store.js";
 
 /**
  * The storage contract, run unchanged against every adapter. Each backend gets
@@ -231,6 +239,28 @@ function newSession(userId: string, overrides: Partial<NewSession> = {}): NewSes
     clientIp: "203.0.113.9",
     createTime,
     expireTime: new Date(createTime.getTime() + 30 * 24 * 3600 * 1000 + 1),
+    ...overrides,
+  };
+}
+
+/** A room name no other test (or run) uses. */
+function newRoom(label: string): string {
+  return `${label}-${randomBytes(6).toString("hex")}`;
+}
+
+/** A message by `sender` in `room` with a fresh idempotency key. */
+function newMessage(
+  room: string,
+  sender: UserRecord,
+  overrides: Partial<NewChatMessage> = {},
+): NewChatMessage {
+  return {
+    room,
+    senderId: sender.id,
+    senderUsername: sender.username,
+    text: `hello ${randomBytes(3).toString("hex")}`,
+    clientMsgId: uuidv7(),
+    createTime: new Date(Date.UTC(2025, 2, 4, 5, 6, 7, 891)),
     ...overrides,
   };
 }
@@ -808,6 +838,324 @@ for (const backend of [sqliteBackend(), postgresBackend(pgUnreachable)]) {
         expect((await find(sibling))?.revokeTime).toEqual(at);
         expect((await find(stranger))?.revokeTime).toBeUndefined();
         await expect(store.revokeSessionFamily(uuidv7(), at)).resolves.toBe(0);
+      });
+    });
+
+    describe("chat messages", () => {
+      let alice: UserRecord;
+      let bob: UserRecord;
+
+      beforeAll(async () => {
+        alice = await store.createUser(newUser("alice"));
+        bob = await store.createUser(newUser("bob"));
+      });
+
+      /** Appends `count` messages one after another and returns them. */
+      async function appendSeries(
+        room: string,
+        count: number,
+        sender = alice,
+      ): Promise<ChatMessageRecord[]> {
+        const out: ChatMessageRecord[] = [];
+        for (let i = 0; i < count; i += 1) {
+          const { message, created } = await store.appendMessage(
+            newMessage(room, sender, { text: `m${i + 1}` }),
+          );
+          expect(created).toBe(true);
+          out.push(message);
+        }
+        return out;
+      }
+
+      it("returns every field of an appended message, createTime exact to the millisecond", async () => {
+        const room = newRoom("roundtrip");
+        const input = newMessage(room, alice, { text: "Zoë says «hi» — 日本 🎉\nline two" });
+        const { message, created } = await store.appendMessage(input);
+        expect(created).toBe(true);
+        expect(message).toEqual({
+          room,
+          id: 1,
+          senderId: alice.id,
+          senderUsername: alice.username,
+          text: input.text,
+          clientMsgId: input.clientMsgId,
+          createTime: input.createTime,
+        });
+        expect(typeof message.id).toBe("number");
+        await expect(store.listMessagesAfter(room, 0, 10)).resolves.toEqual([message]);
+      });
+
+      it("numbers messages 1, 2, 3, … per room, each room independently", async () => {
+        const red = newRoom("red");
+        const blue = newRoom("blue");
+        const r1 = await store.appendMessage(newMessage(red, alice));
+        const b1 = await store.appendMessage(newMessage(blue, bob));
+        const r2 = await store.appendMessage(newMessage(red, bob));
+        const b2 = await store.appendMessage(newMessage(blue, alice));
+        const r3 = await store.appendMessage(newMessage(red, alice));
+        expect([r1, r2, r3].map((r) => r.message.id)).toEqual([1, 2, 3]);
+        expect([b1, b2].map((r) => r.message.id)).toEqual([1, 2]);
+        expect((await store.listMessagesAfter(red, 0, 10)).map((m) => m.senderId)).toEqual([
+          alice.id,
+          bob.id,
+          alice.id,
+        ]);
+        expect((await store.listMessagesAfter(blue, 0, 10)).map((m) => m.room)).toEqual([
+          blue,
+          blue,
+        ]);
+      });
+
+      it("reports the newest id, 0 for a room without messages", async () => {
+        const room = newRoom("last");
+        await expect(store.lastMessageId(room)).resolves.toBe(0);
+        await appendSeries(room, 3);
+        await expect(store.lastMessageId(room)).resolves.toBe(3);
+        await expect(store.lastMessageId(newRoom("empty"))).resolves.toBe(0);
+      });
+
+      it("pages forward with listMessagesAfter, oldest first", async () => {
+        const room = newRoom("after");
+        const all = await appendSeries(room, 25);
+        await appendSeries(newRoom("noise"), 3);
+
+        const pages: ChatMessageRecord[][] = [];
+        let cursor = 0;
+        for (;;) {
+          const page = await store.listMessagesAfter(room, cursor, 10);
+          if (page.length === 0) {
+            break;
+          }
+          pages.push(page);
+          cursor = page.at(-1)!.id;
+        }
+        expect(pages.map((p) => p.length)).toEqual([10, 10, 5]);
+        expect(pages.flat()).toEqual(all);
+        await expect(store.listMessagesAfter(room, 20, 100)).resolves.toEqual(all.slice(20));
+        await expect(store.listMessagesAfter(room, 25, 10)).resolves.toEqual([]);
+        await expect(store.listMessagesAfter(room, 0, 0)).resolves.toEqual([]);
+        await expect(store.listMessagesAfter(newRoom("none"), 0, 10)).resolves.toEqual([]);
+      });
+
+      it("pages backward with listMessagesBefore: the newest below beforeId, oldest first", async () => {
+        const room = newRoom("before");
+        const all = await appendSeries(room, 25);
+
+        // beforeId 0 means "from the newest".
+        await expect(store.listMessagesBefore(room, 0, 10)).resolves.toEqual(all.slice(15));
+        await expect(store.listMessagesBefore(room, 16, 10)).resolves.toEqual(all.slice(5, 15));
+        await expect(store.listMessagesBefore(room, 6, 10)).resolves.toEqual(all.slice(0, 5));
+        await expect(store.listMessagesBefore(room, 1, 10)).resolves.toEqual([]);
+        await expect(store.listMessagesBefore(room, 100, 3)).resolves.toEqual(all.slice(22));
+        await expect(store.listMessagesBefore(room, 0, 0)).resolves.toEqual([]);
+        await expect(store.listMessagesBefore(newRoom("none"), 0, 10)).resolves.toEqual([]);
+
+        const pages: ChatMessageRecord[][] = [];
+        let cursor = 0;
+        for (;;) {
+          const page = await store.listMessagesBefore(room, cursor, 10);
+          if (page.length === 0) {
+            break;
+          }
+          pages.push(page);
+          cursor = page[0]!.id;
+          if (cursor === 1) {
+            break;
+          }
+        }
+        expect(pages.map((p) => p.length)).toEqual([10, 10, 5]);
+        expect(pages.reverse().flat()).toEqual(all);
+      });
+
+      it("rejects non-integer or negative paging arguments with Internal", async () => {
+        const room = newRoom("args");
+        for (const call of [
+          store.listMessagesAfter(room, 1.5, 10),
+          store.listMessagesAfter(room, 0, -1),
+          store.listMessagesAfter(room, 0, Number.NaN),
+          store.listMessagesBefore(room, -1, 10),
+          store.listMessagesBefore(room, 0, -1),
+          store.listMessagesBefore(room, 2 ** 60, 10),
+        ]) {
+          expect((await rejection(call)).code).toBe(Code.Internal);
+        }
+      });
+
+      it("is idempotent on (room, sender, clientMsgId): a repeat stores nothing", async () => {
+        const room = newRoom("idem");
+        const input = newMessage(room, alice);
+        const first = await store.appendMessage(input);
+        const again = await store.appendMessage({
+          ...input,
+          text: "different text",
+          createTime: new Date(),
+        });
+        expect(first.created).toBe(true);
+        expect(again).toEqual({ message: first.message, created: false });
+
+        // The same key from another sender, or in another room, is a new message.
+        const other = await store.appendMessage({
+          ...input,
+          senderId: bob.id,
+          senderUsername: bob.username,
+        });
+        expect(other.created).toBe(true);
+        expect(other.message.id).toBe(2);
+        const elsewhere = await store.appendMessage({ ...input, room: newRoom("idem-other") });
+        expect(elsewhere).toMatchObject({ created: true, message: { id: 1 } });
+
+        // The repeat consumed no id.
+        const next = await store.appendMessage(newMessage(room, alice));
+        expect(next.message.id).toBe(3);
+        expect((await store.listMessagesAfter(room, 0, 10)).map((m) => m.id)).toEqual([1, 2, 3]);
+      });
+
+      /** Runs `count` identical appends at once over `stores`; exactly one stores a row. */
+      async function raceIdentical(stores: readonly Store[], count: number): Promise<void> {
+        const room = newRoom("idem-race");
+        await store.appendMessage(newMessage(room, bob));
+        const input = newMessage(room, alice);
+        const results = await Promise.all(
+          Array.from({ length: count }, (_, i) => stores[i % stores.length]!.appendMessage(input)),
+        );
+        expect(results.filter((r) => r.created)).toHaveLength(1);
+        for (const r of results) {
+          expect(r.message).toEqual(results[0]!.message);
+        }
+        expect(results[0]!.message.id).toBe(2);
+        const stored = await store.listMessagesAfter(room, 0, 100);
+        expect(stored.map((m) => m.id)).toEqual([1, 2]);
+      }
+
+      it("stores one row for 10 concurrent identical appends, all returning it", async () => {
+        for (let round = 0; round < 3; round += 1) {
+          await raceIdentical([store], 10);
+        }
+      });
+
+      /** Appends `count` messages to one room at once over `stores`; ids must be 1..count. */
+      async function raceAppends(stores: readonly Store[], count: number): Promise<void> {
+        const room = newRoom("burst");
+        const inputs = Array.from({ length: count }, (_, i) =>
+          newMessage(room, i % 2 ? alice : bob, { text: `burst ${i}` }),
+        );
+        const results = await Promise.all(
+          inputs.map((m, i) => stores[i % stores.length]!.appendMessage(m)),
+        );
+        expect(results.every((r) => r.created)).toBe(true);
+        const ids = results.map((r) => r.message.id).sort((a, b) => a - b);
+        expect(ids).toEqual(Array.from({ length: count }, (_, i) => i + 1));
+        const stored = await store.listMessagesAfter(room, 0, count + 10);
+        expect(stored.map((m) => m.id)).toEqual(ids);
+        expect(new Set(stored.map((m) => m.clientMsgId))).toEqual(
+          new Set(inputs.map((m) => m.clientMsgId)),
+        );
+        await expect(store.lastMessageId(room)).resolves.toBe(count);
+      }
+
+      it("gives 30 concurrent appends to one room exactly the ids 1..30", async () => {
+        await raceAppends([store], 30);
+      });
+
+      // See the rotation race below for why SQLite gets no cross-connection variant.
+      if (backend.kind === "postgres") {
+        it("keeps ids gapless and appends idempotent across connections", async () => {
+          const other = await backend.open();
+          try {
+            for (let round = 0; round < 3; round += 1) {
+              await raceAppends([store, other], 30);
+              await raceIdentical([store, other], 10);
+            }
+          } finally {
+            await other.close();
+          }
+        });
+      }
+
+      it("never lets a reader following ids miss a concurrently appended message", async () => {
+        // As for users: the reader has its own connections, and several rounds
+        // make an out-of-order commit likely to show.
+        const feed = await backend.open();
+        try {
+          for (let round = 0; round < 3; round += 1) {
+            const room = newRoom("follow");
+            const state: { created?: ChatMessageRecord[] } = {};
+            const writing = Promise.all(
+              Array.from({ length: 30 }, (_, i) =>
+                store.appendMessage(newMessage(room, i % 2 ? alice : bob)),
+              ),
+            ).then((results) => {
+              state.created = results.map((r) => r.message);
+            });
+
+            const seen: number[] = [];
+            let cursor = 0;
+            const deadline = Date.now() + 15_000;
+            while (Date.now() < deadline) {
+              const writesDone = state.created !== undefined;
+              const page = await feed.listMessagesAfter(room, cursor, 4);
+              for (const message of page) {
+                // Following ids, the next one seen is always cursor + 1.
+                expect(message.id).toBe(cursor + 1);
+                seen.push(message.id);
+                cursor = message.id;
+              }
+              if (writesDone && page.length === 0) {
+                break;
+              }
+            }
+            await writing;
+            expect(seen).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+          }
+        } finally {
+          await feed.close();
+        }
+      });
+
+      it("rejects a message from an unknown sender with FailedPrecondition, using no id", async () => {
+        const room = newRoom("ghost");
+        await store.appendMessage(newMessage(room, alice));
+        const ghost = { ...alice, id: uuidv7() };
+        const err = await rejection(store.appendMessage(newMessage(room, ghost)));
+        expect(err.code).toBe(Code.FailedPrecondition);
+        expect(err.cause).toBeDefined();
+        expect(err.rawMessage).not.toMatch(/foreign|constraint|chat_messages|users/i);
+        await expect(store.lastMessageId(room)).resolves.toBe(1);
+        const next = await store.appendMessage(newMessage(room, bob));
+        expect(next.message.id).toBe(2);
+      });
+
+      it("rejects every chat call with an aborted signal before touching the database", async () => {
+        const room = newRoom("aborted");
+        const signal = AbortSignal.abort();
+        for (const call of [
+          store.appendMessage(newMessage(room, alice), { signal }),
+          store.listMessagesAfter(room, 0, 10, { signal }),
+          store.listMessagesBefore(room, 0, 10, { signal }),
+          store.lastMessageId(room, { signal }),
+        ]) {
+          expect((await rejection(call)).code).toBe(Code.Canceled);
+        }
+        const timeout = AbortSignal.abort(new DOMException("timed out", "TimeoutError"));
+        expect((await rejection(store.lastMessageId(room, { signal: timeout }))).code).toBe(
+          Code.DeadlineExceeded,
+        );
+        await expect(store.lastMessageId(room)).resolves.toBe(0);
+      });
+
+      it("keeps messages across close and reopen", async () => {
+        const room = newRoom("durable");
+        const writer = await backend.open();
+        const { message } = await writer.appendMessage(newMessage(room, alice));
+        await writer.close();
+        const reader = await backend.open();
+        try {
+          await expect(reader.listMessagesAfter(room, 0, 10)).resolves.toEqual([message]);
+          const again = await reader.appendMessage(newMessage(room, alice));
+          expect(again.message.id).toBe(2);
+        } finally {
+          await reader.close();
+        }
       });
     });
   });

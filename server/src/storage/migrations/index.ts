@@ -4,6 +4,7 @@ import type { Database } from "../schema.js";
 import type { StoreKind } from "../store.js";
 import { usersMigration } from "./0001-users.js";
 import { authMigration } from "./0002-auth.js";
+import { chatMigration } from "./0003-chat.js";
 
 /**
  * Every migration, in order. Listed in code rather than discovered on disk so
@@ -15,6 +16,7 @@ function migrations(kind: StoreKind): Record<string, Migration> {
   return {
     "0001-users": usersMigration(kind),
     "0002-auth": authMigration(kind),
+    "0003-chat": chatMigration(kind),
   };
 }
 
