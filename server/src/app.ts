@@ -7,6 +7,12 @@ import type { Logger } from "pino";
 import { hashPassword, verifyPassword } from "./auth/passwords.js";
 import { accessPolicy } from "./auth/policy.js";
 import { createTokenService, loadSigningKey } from "./auth/tokens.js";
+import { type Bus, LocalBus } from "./chat/bus.js";
+import { createChatLimiter } from "./chat/chat-limiter.js";
+import { ChatHub } from "./chat/hub.js";
+import { LocalPresence, type PresenceTracker } from "./chat/presence.js";
+import { RedisBus } from "./chat/redis-bus.js";
+import { RedisPresence } from "./chat/redis-presence.js";
 import type { Config } from "./config.js";
 import { contextValuesFor } from "./context.js";
 import { WakeSignal } from "./events/wake-signal.js";
@@ -17,6 +23,7 @@ import { createListener, type Listener, type RequestHandler } from "./protocol/l
 import { DEFAULT_WEB_DIST, registerWebApp } from "./protocol/web-app.js";
 import { appServices, routes } from "./routes.js";
 import { createAuthService } from "./services/auth-service.js";
+import { createChatService } from "./services/chat-service.js";
 import { createUserService } from "./services/user-service.js";
 import type { Store } from "./storage/store.js";
 import { appRequestRules } from "./validation/request-rules.js";
@@ -85,6 +92,20 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
         });
   redis?.on("error", (err) => logger.warn({ err }, "redis connection error"));
 
+  // Chat fan-out: the store is the source of truth; the bus (Redis pub/sub
+  // across instances, or in-process) only wakes the hubs serving a room.
+  const bus: Bus = config.redisUrl ? new RedisBus(config.redisUrl, { logger }) : new LocalBus();
+  const presence: PresenceTracker = config.redisUrl
+    ? new RedisPresence(config.redisUrl, { logger })
+    : new LocalPresence();
+  const hub = new ChatHub({
+    store,
+    bus,
+    presence,
+    subscriberBuffer: config.chat.subscriberBuffer,
+    logger,
+  });
+
   let listener: Listener | undefined;
   const fastify = Fastify({
     loggerInstance: logger,
@@ -118,6 +139,12 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
         logger,
         refreshTtlSeconds: config.auth.refreshTokenTtlSeconds,
         verifyPassword,
+      }),
+      chatService: createChatService({
+        store,
+        hub,
+        logger,
+        chatLimiter: createChatLimiter({ limit: config.rateLimits.chat, redis, logger }),
       }),
       health,
     }),
@@ -167,6 +194,9 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     clearTimeout(graceTimer);
     oneListener.destroyAll();
     await closing;
+    await hub.close();
+    await bus.close();
+    await presence.close();
     await store.close();
     await redis?.quit().catch(() => undefined);
   };

@@ -4,6 +4,7 @@ import {
   RefreshRequestSchema,
 } from "../../../gen/switchboard/auth/v1/auth_pb.js";
 import * as auth from "./auth-rules.js";
+import { chatRequestExemptions, chatRequestSchemas } from "./chat-rules.js";
 import { userRequestExemptions, userRequestSchemas } from "./user-requests.js";
 import { requestRules } from "./validation-interceptor.js";
 
@@ -14,6 +15,7 @@ export const appRequestRules = requestRules(
     [LoginRequestSchema, auth.loginRequest],
     [RefreshRequestSchema, auth.refreshRequest],
     [LogoutRequestSchema, auth.logoutRequest],
+    ...chatRequestSchemas,
   ],
-  [...userRequestExemptions],
+  [...userRequestExemptions, ...chatRequestExemptions],
 );

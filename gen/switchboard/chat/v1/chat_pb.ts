@@ -247,7 +247,9 @@ export type Join = Message<"switchboard.chat.v1.Join"> & {
   room: string;
 
   /**
-   * When set, every stored message after this id is replayed first.
+   * Every stored message after this id is replayed first; 0 replays the
+   * room from its first message. To follow only new messages, pass the
+   * newest id you know (e.g. from History with page_size 1).
    *
    * @generated from field: uint64 after_id = 2;
    */
@@ -453,7 +455,9 @@ export type SubscribeRequest = Message<"switchboard.chat.v1.SubscribeRequest"> &
   room: string;
 
   /**
-   * When set, every stored message after this id is sent first.
+   * Every stored message after this id is sent first; 0 replays the room
+   * from its first message. To follow only new messages, pass the newest id
+   * you know (e.g. from History with page_size 1).
    *
    * @generated from field: uint64 after_id = 2;
    */
@@ -630,9 +634,9 @@ export const ChatService: GenService<{
     output: typeof ChatResponseSchema;
   },
   /**
-   * Subscribe streams a room's events: with after_id set, first every stored
-   * message after it, then live events, with no gap and no duplicate. It
-   * starts with a presence snapshot. A subscriber that falls too far behind
+   * Subscribe streams a room's events: first a presence snapshot, then every
+   * stored message after after_id (0 replays the room from its first
+   * message), then live events, with no gap and no duplicate. A subscriber that falls too far behind
    * is ended with RESOURCE_EXHAUSTED (ErrorInfo reason SUBSCRIBER_TOO_SLOW,
    * metadata last_id) and resumes with after_id = last_id.
    *
