@@ -50,6 +50,8 @@ export interface App {
   readonly listener: Listener;
   /** Calls in flight and open streams. */
   readonly calls: CallTracker;
+  /** The chat hub of this process (stats for tests and metrics). */
+  readonly hub: ChatHub;
   /** Starts listening; resolves with the base URL (http:// or https://). */
   listen(): Promise<string>;
   /**
@@ -85,6 +87,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     config.redisUrl === undefined
       ? undefined
       : new Redis(config.redisUrl, {
+          connectionName: `switchboard-${process.pid}:limits`,
           // Fail fast instead of queueing: the rate limiter falls back to
           // per-process memory while Redis is away.
           enableOfflineQueue: false,
@@ -94,9 +97,14 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
 
   // Chat fan-out: the store is the source of truth; the bus (Redis pub/sub
   // across instances, or in-process) only wakes the hubs serving a room.
-  const bus: Bus = config.redisUrl ? new RedisBus(config.redisUrl, { logger }) : new LocalBus();
+  // Connection names let operators (and tests) tell instances apart in
+  // Redis's CLIENT LIST.
+  const redisName = `switchboard-${process.pid}`;
+  const bus: Bus = config.redisUrl
+    ? new RedisBus(config.redisUrl, { logger, connectionName: `${redisName}:bus` })
+    : new LocalBus();
   const presence: PresenceTracker = config.redisUrl
-    ? new RedisPresence(config.redisUrl, { logger })
+    ? new RedisPresence(config.redisUrl, { logger, connectionName: `${redisName}:presence` })
     : new LocalPresence();
   const hub = new ChatHub({
     store,
@@ -206,6 +214,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     health,
     listener: oneListener,
     calls,
+    hub,
     async listen() {
       await fastify.listen({ host: config.host, port: config.port });
       const address = fastify.server.address();
