@@ -3,13 +3,13 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { deleteKeys, requireRedis, TEST_REDIS_URL } from "../../../test/support/redis.js";
 import type { Store, UserRecord } from "../storage/store.js";
 import { createChatLimiter } from "./chat-limiter.js";
 import { collect, openChatTestStore, sleep } from "./chat-test-support.js";
 import { ChatHub, type HubEvent } from "./hub.js";
 import { RedisBus } from "./redis-bus.js";
 import { RedisPresence } from "./redis-presence.js";
-import { deleteKeys, requireRedis, TEST_REDIS_URL } from "./redis-test-support.js";
 
 /**
  * Two hubs with their own Redis bus and presence stand for two server

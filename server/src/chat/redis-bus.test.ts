@@ -1,15 +1,15 @@
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { BusEvent } from "./bus.js";
-import { parseEvent, RedisBus, type RedisBusLogger } from "./redis-bus.js";
 import {
   deleteKeys,
   requireRedis,
   TEST_REDIS,
   TEST_REDIS_URL,
   waitUntil,
-} from "./redis-test-support.js";
+} from "../../../test/support/redis.js";
+import type { BusEvent } from "./bus.js";
+import { parseEvent, RedisBus, type RedisBusLogger } from "./redis-bus.js";
 
 /**
  * RedisBus against a real Redis: two buses stand for two server instances.

@@ -2,15 +2,15 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { Member } from "./presence.js";
-import { RedisPresence, type RedisPresenceOptions } from "./redis-presence.js";
 import {
   deleteKeys,
   requireRedis,
   TEST_REDIS,
   TEST_REDIS_URL,
   waitUntil,
-} from "./redis-test-support.js";
+} from "../../../test/support/redis.js";
+import type { Member } from "./presence.js";
+import { RedisPresence, type RedisPresenceOptions } from "./redis-presence.js";
 
 /**
  * RedisPresence against a real Redis: two instances stand for two server

@@ -1,4 +1,5 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { observeStream } from "./observe-stream.js";
 
 /** Counts calls in flight and caps open streams; see `createCallTracker`. */
 export interface CallTracker {
@@ -62,17 +63,7 @@ export function createCallTracker(maxOpenStreams: number): CallTracker {
         release();
         return res;
       }
-      const messages = res.message;
-      return {
-        ...res,
-        message: (async function* () {
-          try {
-            yield* messages;
-          } finally {
-            release();
-          }
-        })(),
-      };
+      return { ...res, message: observeStream(res.message, { onEnd: release }) };
     } catch (err) {
       release();
       throw err;

@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import { RequestInfoSchema } from "../../../gen/google/rpc/error_details_pb.js";
 import { kLogger, kRequestId } from "../context.js";
 import { internal } from "../errors.js";
+import { observeStream } from "./observe-stream.js";
 
 const SERVER_SIDE: ReadonlySet<Code> = new Set([
   Code.Internal,
@@ -56,16 +57,11 @@ export function errorInterceptor(logger: Logger): Interceptor {
     try {
       const res = await next(req);
       if (!res.stream) return res;
-      const messages = res.message;
       return {
         ...res,
-        message: (async function* () {
-          try {
-            yield* messages;
-          } catch (err) {
-            throw sanitize(err, req.signal, procedure, req.contextValues);
-          }
-        })(),
+        message: observeStream(res.message, {
+          onError: (err) => sanitize(err, req.signal, procedure, req.contextValues),
+        }),
       };
     } catch (err) {
       throw sanitize(err, req.signal, procedure, req.contextValues);

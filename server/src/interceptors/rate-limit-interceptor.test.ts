@@ -12,6 +12,7 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UserService } from "../../../gen/switchboard/user/v1/user_pb.js";
 import { toRpcError } from "../../../shared/rpc-error.js";
+import { redisReachable, TEST_REDIS } from "../../../test/support/redis.js";
 import type { Config, RateLimit } from "../config.js";
 import { kAuth, kPeer } from "../context.js";
 import {
@@ -22,7 +23,7 @@ import {
 } from "./rate-limit-interceptor.js";
 import { fakeCaller, memoryClient } from "./test-support.js";
 
-const REDIS = { host: "127.0.0.1", port: 6379 };
+const REDIS = TEST_REDIS;
 
 type Limits = Config["rateLimits"];
 const lots: RateLimit = { points: 1000, durationSeconds: 60 };
@@ -269,26 +270,6 @@ describe("rateLimitInterceptor with an unusable Redis", () => {
     }
   });
 });
-
-/** Whether Redis answers at REDIS within a second. */
-async function redisReachable(): Promise<boolean> {
-  const probe = new Redis({
-    ...REDIS,
-    lazyConnect: true,
-    connectTimeout: 1000,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-  });
-  probe.on("error", () => {});
-  try {
-    await probe.connect();
-    return (await probe.ping()) === "PONG";
-  } catch {
-    return false;
-  } finally {
-    probe.disconnect();
-  }
-}
 
 const redisUp = await redisReachable();
 const ci = process.env.CI === "true";

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { kLogger, kRequestId } from "../context.js";
+import { observeStream } from "./observe-stream.js";
 
 /** The header (and, on streams, trailer) that carries a call's request id. */
 export const REQUEST_ID_HEADER = "x-request-id";
@@ -60,20 +61,17 @@ export function requestIdInterceptor(baseLogger: Logger): Interceptor {
     if (!res.stream) return res;
     const { trailer } = res;
     trailer.set(REQUEST_ID_HEADER, requestId);
-    const messages = res.message;
     return {
       ...res,
-      message: (async function* () {
-        try {
-          yield* messages;
-        } catch (err) {
+      message: observeStream(res.message, {
+        onError(err) {
           // The header has it; the trailer and the error metadata (which
           // gRPC and Connect append to the trailers) must not repeat it.
           trailer.delete(REQUEST_ID_HEADER);
           if (err instanceof ConnectError) err.metadata.delete(REQUEST_ID_HEADER);
-          throw err;
-        }
-      })(),
+          return err;
+        },
+      }),
     };
   };
 }

@@ -1,5 +1,6 @@
 import { performance } from "node:perf_hooks";
 import { ConnectError, type Interceptor } from "@connectrpc/connect";
+import { observeStream } from "./observe-stream.js";
 
 /** The header (unary) or trailer (streams) carrying the handler's duration. */
 export const SERVER_TIMING_HEADER = "server-timing";
@@ -31,16 +32,11 @@ export function timingInterceptor(): Interceptor {
       return res;
     }
     const { trailer } = res;
-    const messages = res.message;
     return {
       ...res,
-      message: (async function* () {
-        try {
-          yield* messages;
-        } finally {
-          trailer.set(SERVER_TIMING_HEADER, timing());
-        }
-      })(),
+      message: observeStream(res.message, {
+        onEnd: () => trailer.set(SERVER_TIMING_HEADER, timing()),
+      }),
     };
   };
 }

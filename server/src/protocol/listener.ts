@@ -102,6 +102,23 @@ export function createListener(appHandler: RequestHandler, options: ListenerOpti
     if (draining) session.close();
   };
 
+  /** The Listener around `server`; `drainHttp1` closes idle HTTP/1.1 connections. */
+  const controls = (server: net.Server, drainHttp1: () => void): Listener => ({
+    server,
+    drain() {
+      draining = true;
+      for (const session of sessions) session.close();
+      drainHttp1();
+    },
+    destroyAll() {
+      for (const session of sessions) session.destroy();
+      for (const socket of sockets) socket.destroy();
+    },
+    connectionCount: () => sockets.size,
+    whenIdle,
+    closeGracefully,
+  });
+
   if (options.tls) {
     const server = http2.createSecureServer(
       { cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, settings },
@@ -113,21 +130,8 @@ export function createListener(appHandler: RequestHandler, options: ListenerOpti
       sockets.add(socket);
       socket.once("close", () => untrack(socket));
     });
-    return {
-      server,
-      drain() {
-        draining = true;
-        for (const session of sessions) session.close();
-        // HTTP/1.1-over-TLS keep-alives are destroyed once requests drain.
-      },
-      destroyAll() {
-        for (const session of sessions) session.destroy();
-        for (const socket of sockets) socket.destroy();
-      },
-      connectionCount: () => sockets.size,
-      whenIdle,
-      closeGracefully,
-    };
+    // HTTP/1.1-over-TLS keep-alives are ended once requests drain.
+    return controls(server, () => undefined);
   }
 
   const h1 = http.createServer(handler);
@@ -145,28 +149,16 @@ export function createListener(appHandler: RequestHandler, options: ListenerOpti
     });
   });
 
-  return {
-    server,
-    drain() {
-      draining = true;
-      for (const session of sessions) session.close();
+  return controls(server, () => {
+    h1.closeIdleConnections();
+    // Keep-alive connections that finish a response during the grace
+    // period become idle; close them as they do.
+    const timer = setInterval(() => {
       h1.closeIdleConnections();
-      // Keep-alive connections that finish a response during the grace
-      // period become idle; close them as they do.
-      const timer = setInterval(() => {
-        h1.closeIdleConnections();
-        if (sockets.size === 0) clearInterval(timer);
-      }, 50);
-      timer.unref();
-    },
-    destroyAll() {
-      for (const session of sessions) session.destroy();
-      for (const socket of sockets) socket.destroy();
-    },
-    connectionCount: () => sockets.size,
-    whenIdle,
-    closeGracefully,
-  };
+      if (sockets.size === 0) clearInterval(timer);
+    }, 50);
+    timer.unref();
+  });
 }
 
 /**

@@ -2,7 +2,7 @@ import { Redis } from "ioredis";
 import { describe, it } from "vitest";
 
 /**
- * Shared by the Redis chat tests (bus, presence): where the test Redis is,
+ * Shared by the Redis tests (chat bus and presence, rate limits): where the test Redis is,
  * whether it answers, and the CI rule (skipped loudly when absent, required
  * under CI=true).
  */
