@@ -54,6 +54,8 @@ export async function startTestServer(
     wrapStore?: (store: Store) => Store;
     /** Receives every log line (JSON) instead of discarding them. */
     logLines?: Array<Record<string, unknown>>;
+    /** Replaces argon2id's production parameters (bulk-import tests want cheap hashes). */
+    hashPassword?: (password: string) => Promise<string>;
   } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await tempDataDir());
@@ -73,7 +75,11 @@ export async function startTestServer(
     : createLogger(config.log);
   const realStore = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
   const store = options.wrapStore ? options.wrapStore(realStore) : realStore;
-  const app = await build(config, { store, logger });
+  const app = await build(config, {
+    store,
+    logger,
+    ...(options.hashPassword ? { hashPassword: options.hashPassword } : {}),
+  });
   const url = (await app.listen()).replace("localhost", "127.0.0.1");
   return {
     url,

@@ -1,0 +1,3 @@
+import { describeCommandsOver } from "./matrix.js";
+
+describeCommandsOver("tls");
