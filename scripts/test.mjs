@@ -4,8 +4,11 @@
 //   2. Biome (format + lint, warnings are errors),
 //   3. TypeScript (strict, no emit),
 //   4. Vitest: unit, contract and wire tests against real peers (buf curl,
-//      grpc-js, PostgreSQL at 127.0.0.1:5432 when reachable; required under CI=true).
-// It ends with one line "tests: N passed, N failed, N skipped".
+//      grpc-js, the CLI as a subprocess, PostgreSQL and Redis on 127.0.0.1
+//      when reachable; required under CI=true),
+//   5. Playwright: the web app in Debian's Chromium (installed when missing),
+//      every spec once over Connect and once over gRPC-Web.
+// It ends with one line "tests: N passed, N failed, N skipped" over both runners.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -31,6 +34,8 @@ function step(title, command, args) {
 step("buf lint + gen/ drift", process.execPath, [join(root, "scripts/generate.mjs"), "--check"]);
 step("biome", bin("biome"), ["check", "--error-on-warnings", "."]);
 step("typecheck", bin("tsc"), ["-p", "tsconfig.json"]);
+step("typecheck web", bin("tsc"), ["-p", "web/tsconfig.json"]);
+step("typecheck e2e", bin("tsc"), ["-p", "e2e/tsconfig.json"]);
 
 const report = join(mkdtempSync(join(tmpdir(), "switchboard-vitest-")), "report.json");
 process.stdout.write("\n== vitest\n");
@@ -53,7 +58,27 @@ try {
 // A file that fails to load, or an unhandled error, fails the run without
 // failing a test; count it so the closing line never says "0 failed" then.
 if (vitest.status !== 0 && counts.failed === 0) counts.failed = 1;
-const ok = vitest.status === 0 && counts.passed > 0;
+
+const e2eReport = join(dirname(report), "e2e.json");
+process.stdout.write("\n== playwright (e2e)\n");
+const e2e = spawnSync(process.execPath, [join(root, "scripts/e2e.mjs"), "--reporter=list,json"], {
+  cwd: root,
+  stdio: "inherit",
+  env: { ...process.env, PLAYWRIGHT_JSON_OUTPUT_NAME: e2eReport },
+});
+let e2eFailed = 0;
+try {
+  const stats = JSON.parse(readFileSync(e2eReport, "utf8")).stats;
+  counts.passed += stats.expected + stats.flaky;
+  e2eFailed = stats.unexpected;
+  counts.skipped += stats.skipped;
+} catch {
+  // No report: Playwright (or the Chromium install, or the build) failed first.
+}
+if (e2e.status !== 0 && e2eFailed === 0) e2eFailed = 1;
+counts.failed += e2eFailed;
+
+const ok = vitest.status === 0 && e2e.status === 0 && counts.passed > 0;
 process.stdout.write(
   `tests: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped\n`,
 );

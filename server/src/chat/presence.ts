@@ -47,7 +47,7 @@ export class LocalPresence implements PresenceTracker {
   async leave(room: string, member: Member, connectionId: string): Promise<boolean> {
     const users = this.#rooms.get(room);
     const entry = users?.get(member.userId);
-    if (!users || !entry || !entry.connections.delete(connectionId)) return false;
+    if (!users || !entry?.connections.delete(connectionId)) return false;
     if (entry.connections.size > 0) return false;
     users.delete(member.userId);
     if (users.size === 0) this.#rooms.delete(room);
