@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type http from "node:http";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
@@ -69,6 +70,9 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
   const userCreated = new WakeSignal();
   const calls = createCallTracker(config.maxOpenStreams);
   const shutdownController = new AbortController();
+  // Connect links every call's signal to this one, so it has a listener per
+  // open call: tens of thousands with many idle streams, by design.
+  setMaxListeners(0, shutdownController.signal);
 
   const tokens = createTokenService({
     key: await loadSigningKey({
