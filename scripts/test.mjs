@@ -36,6 +36,7 @@ step("biome", bin("biome"), ["check", "--error-on-warnings", "."]);
 step("typecheck", bin("tsc"), ["-p", "tsconfig.json"]);
 step("typecheck web", bin("tsc"), ["-p", "web/tsconfig.json"]);
 step("typecheck e2e", bin("tsc"), ["-p", "e2e/tsconfig.json"]);
+step("typecheck bench", bin("tsc"), ["-p", "bench/tsconfig.json"]);
 
 const report = join(mkdtempSync(join(tmpdir(), "switchboard-vitest-")), "report.json");
 process.stdout.write("\n== vitest\n");
