@@ -134,7 +134,18 @@ function machineInfo(options: RunnerOptions): Machine {
       ? "servers on core 0, load generators and Node clients on core 1 (taskset)"
       : "none (fewer than 2 cores or no taskset)",
     tools: options.tools,
+    source: gitDescription(),
   };
+}
+
+/** The commit measured, and whether the work tree had uncommitted changes. */
+function gitDescription(): string {
+  const git = (...args: string[]) =>
+    spawnSync("git", args, { cwd: ROOT, encoding: "utf8" }).stdout?.trim() ?? "";
+  const commit = git("rev-parse", "--short", "HEAD");
+  if (!commit) return "unknown (not a git checkout)";
+  const dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results");
+  return `${commit}${dirty ? " + uncommitted changes" : ""}`;
 }
 
 /** Environment shared by every Switchboard process of the run. */
@@ -810,7 +821,21 @@ async function memoryPhase(
 
   // Fan-out on the same fresh server (the idle streams are closed by now).
   for (const subscribers of s.fanoutSubscribers) {
-    const res = await fanout(sbMem, subscribers, s, seeded.token);
+    let res = await fanout(sbMem, subscribers, s, seeded.token);
+    // Latency suffers most from neighbours: when noisy, try again (full mode
+    // only: quick has no extra rounds) and keep the quieter attempt; a failed
+    // check of any attempt stays.
+    for (
+      let retry = 0;
+      retry < s.extraRounds && res.available && (res.otherCpu ?? 0) > NOISY;
+      retry++
+    ) {
+      log(`fan-out ${subscribers}: noisy (other processes ${res.otherCpu?.toFixed(2)}), again`);
+      const again = await fanout(sbMem, subscribers, s, seeded.token);
+      const problems = [...res.problems, ...again.problems];
+      const kept = (again.otherCpu ?? 1) < (res.otherCpu ?? 1) ? again : res;
+      res = { ...kept, problems, verified: problems.length === 0 };
+    }
     results.fanout.push(res);
     log(
       res.available
@@ -1117,7 +1142,8 @@ async function profilePhase(
 
 // ==== goals =================================================================
 
-function goals(r: Results): Goal[] {
+/** The issue's goals, judged from the figures (reported, never asserted). */
+export function goals(r: Results): Goal[] {
   const g: Goal[] = [];
   const row = (scenario: string, target: string) =>
     r.unary.find((u) => u.scenario === scenario && u.target === target);
@@ -1156,7 +1182,7 @@ function goals(r: Results): Goal[] {
       ? "not run"
       : !fan.available
         ? "ChatService not available"
-        : `${fan.p99Ms?.toFixed(1)} ms`,
+        : `${fan.p99Ms?.toFixed(1)} ms${(fan.otherCpu ?? 0) > NOISY ? ` (⚠ noisy: other processes took ${fan.otherCpu?.toFixed(2)} of the server's core)` : ""}`,
     status: !fan?.available
       ? "not measured"
       : statusOf(fan.p99Ms, (v) => (v < 50 ? "met" : "not met")),

@@ -54,6 +54,7 @@ export function renderMarkdown(r: Results): string {
   out.push(`| Node | ${m.node} |`);
   out.push(`| OS | ${cell(m.os)} |`);
   out.push(`| date | ${m.date} |`);
+  if (m.source) out.push(`| source | ${cell(m.source)} |`);
   out.push(`| pinning | ${m.pinning} |`);
   out.push(
     `| tools | ${cell(

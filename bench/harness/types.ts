@@ -9,6 +9,8 @@ export interface Machine {
   readonly date: string;
   readonly pinning: string;
   readonly tools: Record<string, string>;
+  /** `git rev-parse --short HEAD`, plus whether tracked files had uncommitted changes. */
+  readonly source?: string;
 }
 
 export interface Settings {
