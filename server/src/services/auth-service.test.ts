@@ -23,6 +23,8 @@ import { kAuth, kPeer } from "../context.js";
 import { Reason } from "../errors.js";
 import { openStore } from "../storage/index.js";
 import type { Store, UserRecord } from "../storage/store.js";
+import { appRequestRules } from "../validation/request-rules.js";
+import { validationInterceptor } from "../validation/validation-interceptor.js";
 import { createAuthService } from "./auth-service.js";
 
 const ACCESS_TTL = 900;
@@ -91,7 +93,7 @@ beforeEach(async () => {
   client = createClient(
     AuthService,
     createRouterTransport(({ service: register }) => register(AuthService, service), {
-      router: { interceptors: [httpAndAuth] },
+      router: { interceptors: [httpAndAuth, validationInterceptor(appRequestRules)] },
     }),
   );
   ada = await store.createUser({

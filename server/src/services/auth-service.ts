@@ -10,8 +10,6 @@ import type { TokenService } from "../auth/tokens.js";
 import { kAuth, kLogger, kPeer, type Peer } from "../context.js";
 import { permissionDenied, Reason, unauthenticated } from "../errors.js";
 import type { NewSession, SessionRecord, Store, UserRecord } from "../storage/store.js";
-import * as rules from "../validation/auth-rules.js";
-import { validate } from "../validation/validate.js";
 import { toUser } from "./user-service.js";
 
 /**
@@ -170,7 +168,8 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
 
   return {
     async login(req, context) {
-      const { username: login, password } = validate(rules.loginRequest, req);
+      // Requests arrive validated (validation/request-rules.ts).
+      const { username: login, password } = req;
       const log = loggerFor(context);
       const peer = context.values.get(kPeer);
       const user = await store.findUserByLogin(login, { signal: context.signal });
@@ -194,7 +193,7 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
     },
 
     async refresh(req, context) {
-      const { refreshToken } = validate(rules.refreshRequest, req);
+      const { refreshToken } = req;
       const log = loggerFor(context);
       const peer = context.values.get(kPeer);
       const signal = context.signal;
@@ -235,7 +234,7 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
       if (auth === undefined) {
         throw unauthenticated(Reason.TOKEN_MISSING, "this call requires an access token");
       }
-      const { refreshToken } = validate(rules.logoutRequest, req);
+      const { refreshToken } = req;
       const log = loggerFor(context);
       const session = await store.findSessionByTokenHash(hashRefreshToken(refreshToken), {
         signal: context.signal,
