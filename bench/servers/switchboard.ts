@@ -30,7 +30,7 @@ const getUser: Counter = {};
 const grpcStatus: Counter = {};
 const grpcStatusInHeaders: Counter = {};
 const httpStatus: Counter = {};
-countResponses();
+await countResponses();
 
 const config = loadConfig(process.env);
 const store = countGetUser(
@@ -65,25 +65,30 @@ function countGetUser(inner: Store): Store {
 
 type Headers = Record<string, unknown>;
 type WriteHead = (this: unknown, status: number, ...rest: unknown[]) => unknown;
+type StreamMethods = {
+  respond: (this: unknown, headers?: Headers, ...rest: unknown[]) => unknown;
+  sendTrailers: (this: unknown, headers: Headers) => unknown;
+};
 
-function countResponses(): void {
-  const h2 = http2.Http2ServerResponse.prototype as unknown as {
-    writeHead: WriteHead;
-    addTrailers: (this: unknown, headers: Headers) => void;
+/**
+ * Counts every response at the HTTP/2 stream (`respond`, `sendTrailers`),
+ * which both the compat layer (connect's handlers) and the gRPC unary fast
+ * path write through, and at the HTTP/1.1 `writeHead`.
+ */
+async function countResponses(): Promise<void> {
+  const h2 = (await serverStreamPrototype()) as StreamMethods;
+  const respond = h2.respond;
+  h2.respond = function (this: unknown, headers?: Headers, ...rest: unknown[]) {
+    bump(httpStatus, String(headers?.[":status"] ?? 200));
+    const grpc = headers?.["grpc-status"];
+    if (grpc !== undefined) bump(grpcStatusInHeaders, String(grpc));
+    return respond.call(this, headers, ...rest);
   };
-  const addTrailers = h2.addTrailers;
-  h2.addTrailers = function (this: unknown, headers: Headers) {
+  const sendTrailers = h2.sendTrailers;
+  h2.sendTrailers = function (this: unknown, headers: Headers) {
     const status = headers["grpc-status"];
     if (status !== undefined) bump(grpcStatus, String(status));
-    addTrailers.call(this, headers);
-  };
-  const h2WriteHead = h2.writeHead;
-  h2.writeHead = function (this: unknown, status: number, ...rest: unknown[]) {
-    bump(httpStatus, status);
-    const headers = rest[rest.length - 1] as Headers | undefined;
-    const grpc = headers && typeof headers === "object" ? headers["grpc-status"] : undefined;
-    if (grpc !== undefined) bump(grpcStatusInHeaders, String(grpc));
-    return h2WriteHead.call(this, status, ...rest);
+    return sendTrailers.call(this, headers);
   };
   const h1 = http.ServerResponse.prototype as unknown as { writeHead: WriteHead };
   const h1WriteHead = h1.writeHead;
@@ -91,4 +96,24 @@ function countResponses(): void {
     bump(httpStatus, status);
     return h1WriteHead.call(this, status, ...rest);
   };
+}
+
+/** node:http2 does not export ServerHttp2Stream; one loopback request yields its prototype. */
+async function serverStreamPrototype(): Promise<object> {
+  const server = http2.createServer();
+  const proto = new Promise<object>((resolve) => {
+    server.once("stream", (stream) => {
+      resolve(Object.getPrototypeOf(stream) as object);
+      stream.respond({ ":status": 204 });
+      stream.end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as import("node:net").AddressInfo;
+  const client = http2.connect(`http://127.0.0.1:${port}`);
+  client.request({ ":path": "/" }).resume().end();
+  const result = await proto;
+  client.close();
+  server.close();
+  return result;
 }

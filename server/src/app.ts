@@ -2,9 +2,13 @@ import { setMaxListeners } from "node:events";
 import type http from "node:http";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
+import { AuthService } from "../../gen/switchboard/auth/v1/auth_pb.js";
+import { ChatService } from "../../gen/switchboard/chat/v1/chat_pb.js";
+import { UserService } from "../../gen/switchboard/user/v1/user_pb.js";
 import { hashPassword, verifyPassword } from "./auth/passwords.js";
 import { accessPolicy } from "./auth/policy.js";
 import { createTokenService, loadSigningKey } from "./auth/tokens.js";
@@ -19,8 +23,14 @@ import { contextValuesFor } from "./context.js";
 import { WakeSignal } from "./events/wake-signal.js";
 import { type CallTracker, createCallTracker } from "./interceptors/call-tracker-interceptor.js";
 import { interceptorChain } from "./interceptors/chain.js";
+import { grpcUnaryFastPath, type StreamHandler, servedBy } from "./protocol/grpc-unary.js";
 import { HealthState } from "./protocol/health.js";
-import { createListener, type Listener, type RequestHandler } from "./protocol/listener.js";
+import {
+  createListener,
+  type Http1Handler,
+  type Listener,
+  type RequestHandler,
+} from "./protocol/listener.js";
 import { DEFAULT_WEB_DIST, registerWebApp } from "./protocol/web-app.js";
 import { appServices, routes } from "./routes.js";
 import { createAuthService } from "./services/auth-service.js";
@@ -119,6 +129,9 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
   });
 
   let listener: Listener | undefined;
+  // Set once the services exist (below).
+  let fastPath: StreamHandler | undefined;
+  let fastPathHttp1: Http1Handler | undefined;
   const fastify = Fastify({
     loggerInstance: logger,
     // Every call is logged once by the RPC layer, not per HTTP request.
@@ -128,6 +141,12 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
       listener = createListener(handler as RequestHandler, {
         tls: config.tls,
         maxConcurrentStreams: config.maxConcurrentStreams,
+        streamHandler: config.unaryFastPath
+          ? (stream, headers) => fastPath?.(stream, headers) ?? false
+          : undefined,
+        http1Handler: config.unaryFastPath
+          ? (req, res) => fastPathHttp1?.(req, res) ?? false
+          : undefined,
       });
       // Fastify only calls listen/close/address on it, which net.Server has.
       return listener.server as http.Server;
@@ -136,52 +155,70 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
   if (!listener) throw new Error("serverFactory was not called");
   const oneListener: Listener = listener;
 
+  const userService = createUserService({
+    store,
+    userCreated,
+    logger,
+    hashPassword: deps.hashPassword ?? hashPassword,
+    adminUsernames: config.auth.adminUsernames,
+  });
+  const authService = createAuthService({
+    store,
+    tokens,
+    logger,
+    refreshTtlSeconds: config.auth.refreshTokenTtlSeconds,
+    verifyPassword,
+  });
+  const chatService = createChatService({
+    store,
+    hub,
+    logger,
+    chatLimiter: createChatLimiter({ limit: config.rateLimits.chat, redis, logger }),
+  });
+  const interceptors =
+    deps.interceptors === "none"
+      ? []
+      : interceptorChain({
+          logger,
+          calls,
+          verifyAccessToken: (token) => tokens.verifyAccessToken(token),
+          policy: accessPolicy,
+          rateLimits: config.rateLimits,
+          redis,
+          requestRules: appRequestRules,
+        });
+  const acceptCompression = [compressionGzip, compressionBrotli];
   await fastify.register(fastifyConnectPlugin, {
-    routes: routes({
-      userService: createUserService({
-        store,
-        userCreated,
-        logger,
-        hashPassword: deps.hashPassword ?? hashPassword,
-        adminUsernames: config.auth.adminUsernames,
-      }),
-      authService: createAuthService({
-        store,
-        tokens,
-        logger,
-        refreshTtlSeconds: config.auth.refreshTokenTtlSeconds,
-        verifyPassword,
-      }),
-      chatService: createChatService({
-        store,
-        hub,
-        logger,
-        chatLimiter: createChatLimiter({ limit: config.rateLimits.chat, redis, logger }),
-      }),
-      health,
-    }),
-    interceptors:
-      deps.interceptors === "none"
-        ? []
-        : interceptorChain({
-            logger,
-            calls,
-            verifyAccessToken: (token) => tokens.verifyAccessToken(token),
-            policy: accessPolicy,
-            rateLimits: config.rateLimits,
-            redis,
-            requestRules: appRequestRules,
-          }),
+    routes: routes({ userService, authService, chatService, health }),
+    interceptors,
     // The peer as the socket saw it: rate limits and sessions record it.
     contextValues: (req) =>
       contextValuesFor({
         ip: req.ip,
         userAgent: String(req.headers["user-agent"] ?? "").slice(0, 256),
       }),
+    acceptCompression,
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     shutdownSignal: shutdownController.signal,
   });
+  // Binary gRPC unary calls on HTTP/2 skip connect's generic handler (same
+  // services, interceptors, limits and signals; see protocol/grpc-unary.ts).
+  if (config.unaryFastPath) {
+    fastPath = grpcUnaryFastPath({
+      services: [
+        servedBy(UserService, userService),
+        servedBy(AuthService, authService),
+        servedBy(ChatService, chatService),
+      ],
+      interceptors,
+      contextValues: contextValuesFor,
+      acceptCompression,
+      readMaxBytes: config.maxMessageBytes,
+      writeMaxBytes: config.maxMessageBytes,
+      shutdownSignal: shutdownController.signal,
+    });
+  }
 
   if (await registerWebApp(fastify, deps.webRoot)) {
     logger.debug({ root: deps.webRoot ?? DEFAULT_WEB_DIST }, "serving the web app");

@@ -57,6 +57,7 @@ const envSchema = z
     MAX_MESSAGE_BYTES: positiveInt(256 * 1024 * 1024).default(4 * 1024 * 1024),
     MAX_CONCURRENT_STREAMS: positiveInt(100_000).default(256),
     MAX_OPEN_STREAMS: positiveInt(1_000_000).default(20_000),
+    UNARY_FAST_PATH: z.enum(["on", "off"]).default("on"),
     AUTH_SIGNING_KEY: z.preprocess(
       emptyAsUndefined,
       z
@@ -122,6 +123,11 @@ export interface Config {
   readonly maxConcurrentStreams: number;
   /** Cap on long-lived streaming calls open at once in this process. */
   readonly maxOpenStreams: number;
+  /**
+   * Serve binary gRPC unary calls over HTTP/2 through the fast path
+   * (protocol/grpc-unary.ts) instead of connect's generic handler.
+   */
+  readonly unaryFastPath: boolean;
   readonly auth: {
     /**
      * HMAC key for access tokens. Undefined outside production: a key is then
@@ -211,6 +217,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     maxMessageBytes: e.MAX_MESSAGE_BYTES,
     maxConcurrentStreams: e.MAX_CONCURRENT_STREAMS,
     maxOpenStreams: e.MAX_OPEN_STREAMS,
+    unaryFastPath: e.UNARY_FAST_PATH === "on",
     auth: Object.freeze({
       signingKey:
         e.AUTH_SIGNING_KEY === undefined ? undefined : Buffer.from(e.AUTH_SIGNING_KEY, "base64url"),

@@ -56,6 +56,8 @@ export async function startTestServer(
     logLines?: Array<Record<string, unknown>>;
     /** Replaces argon2id's production parameters (bulk-import tests want cheap hashes). */
     hashPassword?: (password: string) => Promise<string>;
+    /** Serves this already open store (several servers can share one) instead of opening one. */
+    store?: Store;
   } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await tempDataDir());
@@ -73,7 +75,9 @@ export async function startTestServer(
   const logger = lines
     ? pino({ level: "debug" }, { write: (line: string) => lines.push(JSON.parse(line)) })
     : createLogger(config.log);
-  const realStore = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
+  const realStore =
+    options.store ??
+    (await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl }));
   const store = options.wrapStore ? options.wrapStore(realStore) : realStore;
   const app = await build(config, {
     store,

@@ -1,6 +1,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import type { StreamHandler } from "./grpc-unary.js";
 
 /**
  * One listening port for every protocol Switchboard speaks.
@@ -23,6 +24,9 @@ export type RequestHandler = (
   res: http.ServerResponse | http2.Http2ServerResponse,
 ) => void;
 
+/** Takes an HTTP/1.1 request (returns true and answers it) or leaves it (false). */
+export type Http1Handler = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+
 /** Options for `createListener`. */
 export interface ListenerOptions {
   /** PEM certificate and key; when set, the port speaks TLS. */
@@ -31,6 +35,16 @@ export interface ListenerOptions {
   readonly maxConcurrentStreams: number;
   /** A connection that sends no first byte within this time is dropped. */
   readonly prefaceTimeoutMs?: number;
+  /**
+   * Gets first pick of every HTTP/2 stream (the gRPC unary fast path); the
+   * streams it declines go through Node's compat layer to `handler`.
+   */
+  readonly streamHandler?: StreamHandler | undefined;
+  /**
+   * Gets first pick of every HTTP/1.1 request (cleartext or TLS); returns
+   * true when it answers the request itself, false to leave it to `handler`.
+   */
+  readonly http1Handler?: Http1Handler | undefined;
 }
 
 /** The server Fastify listens on, plus the controls shutdown needs. */
@@ -59,15 +73,24 @@ const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 export function createListener(appHandler: RequestHandler, options: ListenerOptions): Listener {
   let inFlight = 0;
   let idleWaiters: Array<() => void> = [];
+  const finished = () => {
+    inFlight--;
+    if (inFlight === 0) {
+      for (const wake of idleWaiters) wake();
+      idleWaiters = [];
+    }
+  };
+  const http1Handler = options.http1Handler;
   const handler: RequestHandler = (req, res) => {
     inFlight++;
-    res.once("close", () => {
-      inFlight--;
-      if (inFlight === 0) {
-        for (const wake of idleWaiters) wake();
-        idleWaiters = [];
-      }
-    });
+    res.once("close", finished);
+    if (
+      http1Handler &&
+      req.httpVersionMajor === 1 &&
+      http1Handler(req as http.IncomingMessage, res as http.ServerResponse)
+    ) {
+      return;
+    }
     appHandler(req, res);
   };
   const whenIdle = () =>
@@ -95,6 +118,34 @@ export function createListener(appHandler: RequestHandler, options: ListenerOpti
   };
   const settings = { maxConcurrentStreams: options.maxConcurrentStreams };
   let draining = false;
+
+  /**
+   * Puts `options.streamHandler` in front of Node's compat layer: the
+   * server's own 'stream' listener (which builds the `(req, res)` pair and
+   * emits 'request') is taken off and called only for declined streams.
+   */
+  const routeStreams = (server: http2.Http2Server | http2.Http2SecureServer) => {
+    const streamHandler = options.streamHandler;
+    if (!streamHandler) return;
+    const compat = server.listeners("stream") as Array<(...args: unknown[]) => void>;
+    server.removeAllListeners("stream");
+    server.on(
+      "stream",
+      (
+        stream: http2.ServerHttp2Stream,
+        headers: http2.IncomingHttpHeaders,
+        flags: number,
+        rawHeaders: string[],
+      ) => {
+        if (streamHandler(stream, headers)) {
+          inFlight++;
+          stream.once("close", finished);
+          return;
+        }
+        for (const listener of compat) listener.call(server, stream, headers, flags, rawHeaders);
+      },
+    );
+  };
 
   const trackSession = (session: http2.Http2Session) => {
     sessions.add(session);
@@ -124,6 +175,7 @@ export function createListener(appHandler: RequestHandler, options: ListenerOpti
       { cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, settings },
       handler,
     );
+    routeStreams(server);
     server.on("session", trackSession);
     server.on("secureConnection", (socket: import("node:tls").TLSSocket) => {
       if (socket.alpnProtocol === "h2") http2Sockets.add(socket);
@@ -136,6 +188,7 @@ export function createListener(appHandler: RequestHandler, options: ListenerOpti
 
   const h1 = http.createServer(handler);
   const h2 = http2.createServer({ settings }, handler);
+  routeStreams(h2);
   h2.on("session", trackSession);
   // The sub-servers never listen; they only parse the sockets handed to them.
   const prefaceTimeoutMs = options.prefaceTimeoutMs ?? 10_000;
