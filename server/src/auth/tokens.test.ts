@@ -129,6 +129,66 @@ describe("createTokenService", () => {
     expect(err.cause).toBeInstanceOf(errors.JWTExpired);
   });
 
+  describe("remembering verified tokens", () => {
+    /** A service whose clock the test moves. */
+    const movable = (options: { verifiedCacheSize?: number } = {}) => {
+      let at = t0;
+      const service = createTokenService({
+        key,
+        accessTtlSeconds: 900,
+        now: () => at,
+        ...options,
+      });
+      return { service, move: (seconds: number) => (at = later(seconds)) };
+    };
+
+    it("answers a token seen before from memory (the same frozen result)", async () => {
+      const { service } = movable();
+      const { token } = await service.issueAccessToken(claims);
+      const first = await service.verifyAccessToken(token);
+      expect(await service.verifyAccessToken(token)).toBe(first);
+      expect(Object.isFrozen(first)).toBe(true);
+    });
+
+    it("still refuses a remembered token once the clock passes exp plus the tolerance", async () => {
+      const { service, move } = movable();
+      const { token } = await service.issueAccessToken(claims);
+      await service.verifyAccessToken(token);
+      move(904);
+      await expect(service.verifyAccessToken(token)).resolves.toEqual({ ...claims });
+      move(905);
+      await expectReason(service.verifyAccessToken(token), Reason.TOKEN_EXPIRED);
+      move(0); // with the clock set back, a full verification accepts it again
+      await expect(service.verifyAccessToken(token)).resolves.toEqual({ ...claims });
+    });
+
+    it("does not let a remembered token vouch for an altered copy", async () => {
+      const { service } = movable();
+      const { token } = await service.issueAccessToken(claims);
+      await service.verifyAccessToken(token);
+      const [header, payload, signature] = token.split(".") as [string, string, string];
+      const claimsJson = JSON.parse(Buffer.from(payload, "base64url").toString());
+      const forged = `${header}.${b64({ ...claimsJson, roles: ["admin"] })}.${signature}`;
+      await expectReason(service.verifyAccessToken(forged), Reason.TOKEN_INVALID);
+      await expectReason(service.verifyAccessToken(`${token}x`), Reason.TOKEN_INVALID);
+    });
+
+    it("stays bounded: beyond verifiedCacheSize the oldest are forgotten and verified afresh", async () => {
+      const { service } = movable({ verifiedCacheSize: 2 });
+      const issued = await Promise.all(
+        ["a", "b", "c"].map((sid) => service.issueAccessToken({ ...claims, sessionId: sid })),
+      );
+      const results = [];
+      for (const { token } of issued) results.push(await service.verifyAccessToken(token));
+      // "a" was evicted: verified again, a new (equal) result.
+      const again = await service.verifyAccessToken(issued[0]!.token);
+      expect(again).not.toBe(results[0]);
+      expect(again).toEqual(results[0]);
+      // "c" is still remembered.
+      expect(await service.verifyAccessToken(issued[2]!.token)).toBe(results[2]);
+    });
+  });
+
   it("reports an expired token with a bad signature as TOKEN_INVALID, not expired", async () => {
     const { token } = await serviceAt(t0, {
       key: new Uint8Array(randomBytes(32)),

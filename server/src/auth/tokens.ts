@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { link, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errors, type JWTPayload, jwtVerify, SignJWT } from "jose";
+import { LRUCache } from "lru-cache";
 import type { AuthInfo } from "../context.js";
 import { Reason, unauthenticated } from "../errors.js";
 
@@ -121,6 +122,8 @@ export interface TokenServiceOptions {
   readonly clockToleranceSeconds?: number;
   /** The current time; tests move it. */
   readonly now?: () => Date;
+  /** Verified tokens remembered until they expire (LRU beyond this many). Default 10,000. */
+  readonly verifiedCacheSize?: number;
 }
 
 /** What an access token says about its bearer. */
@@ -161,6 +164,7 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     audience = "switchboard-api",
     clockToleranceSeconds = 5,
     now = () => new Date(),
+    verifiedCacheSize = 10_000,
   } = options;
   if (key.length < MIN_SIGNING_KEY_BYTES) {
     throw new RangeError(`the signing key must be at least ${MIN_SIGNING_KEY_BYTES} bytes`);
@@ -168,6 +172,23 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
   if (!Number.isSafeInteger(accessTtlSeconds) || accessTtlSeconds <= 0) {
     throw new RangeError("accessTtlSeconds must be a positive integer");
   }
+
+  // A token is immutable and the key never changes in a process, so a
+  // signature that verified once verifies forever: remember the result and
+  // re-check only the time-bound claims, exactly as jose checks them
+  // (`exp <= now - tolerance` is expired, `nbf > now + tolerance` is not
+  // yet valid). This takes an HMAC, a WebCrypto key import and the JSON
+  // parsing off every call a client makes with the same token.
+  const verified = new LRUCache<string, { info: AuthInfo; exp: number; nbf: number | undefined }>({
+    max: verifiedCacheSize,
+  });
+  const stillValid = (entry: { exp: number; nbf: number | undefined }) => {
+    const t = Math.floor(now().getTime() / 1000);
+    return (
+      entry.exp > t - clockToleranceSeconds &&
+      !(entry.nbf !== undefined && entry.nbf > t + clockToleranceSeconds)
+    );
+  };
 
   const invalid = (cause?: unknown) =>
     unauthenticated(Reason.TOKEN_INVALID, "access token is invalid", cause);
@@ -195,6 +216,12 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     async verifyAccessToken(token) {
       if (typeof token !== "string" || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
         throw invalid();
+      }
+      const cached = verified.get(token);
+      if (cached !== undefined) {
+        if (stillValid(cached)) return cached.info;
+        // Expired (or, with a moved clock, not yet valid): jose says which.
+        verified.delete(token);
       }
       let payload: JWTPayload;
       try {
@@ -227,7 +254,15 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
       ) {
         throw invalid(new Error("access token claims are missing or mistyped"));
       }
-      return { userId: sub, username: name, roles: Object.freeze([...roles]), sessionId: sid };
+      const info: AuthInfo = Object.freeze({
+        userId: sub,
+        username: name,
+        roles: Object.freeze([...roles]),
+        sessionId: sid,
+      });
+      // requiredClaims makes jose check that exp is present and numeric.
+      verified.set(token, { info, exp: payload.exp as number, nbf: payload.nbf });
+      return info;
     },
   };
 }

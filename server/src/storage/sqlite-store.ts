@@ -7,6 +7,7 @@ import { alreadyExists, failedPrecondition, internal, Reason, unavailable } from
 import { createKyselyStore, type StoreLogger } from "./kysely-store.js";
 import { migrateToLatest } from "./migrations/index.js";
 import type { Database as Tables } from "./schema.js";
+import { withStatementCache } from "./statement-cache.js";
 import type { Store } from "./store.js";
 
 /** File name of the database inside the data directory. */
@@ -36,7 +37,9 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Stor
     sqlite?.close();
     throw translateSqliteError(error);
   }
-  const db = new Kysely<Tables>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const db = new Kysely<Tables>({
+    dialect: new SqliteDialect({ database: withStatementCache(sqlite) }),
+  });
   try {
     await migrateToLatest(db, "sqlite", options.logger ? { logger: options.logger } : {});
   } catch (error) {
