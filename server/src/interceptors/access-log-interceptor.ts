@@ -45,8 +45,8 @@ function codeOf(err: unknown, signal: AbortSignal): Code {
  * and on streaming calls `messagesReceived` / `messagesSent`. Level warn for
  * server-side failures (internal, unknown, unavailable, data_loss), info
  * otherwise. It uses the call's logger (`kLogger`) when the request-id
- * interceptor runs outside this one (fields that logger is already bound to
- * are not repeated), else `fallbackLogger`.
+ * interceptor runs outside this one (that logger is bound to `requestId` and
+ * `procedure`, which are then not repeated), else `fallbackLogger`.
  *
  * `user` is read at the end of the call, so auth may run inside this
  * interceptor — as long as it sets `kAuth` on the call's own context values
@@ -64,19 +64,20 @@ export function accessLogInterceptor(fallbackLogger: Logger): Interceptor {
       if (logged) return;
       logged = true;
       const values = req.contextValues;
-      const logger = values.get(kLogger) ?? fallbackLogger;
-      const bound = logger.bindings();
+      const callLogger = values.get(kLogger);
+      const logger = callLogger ?? fallbackLogger;
+      // The call logger (request-id interceptor) is bound to requestId and
+      // procedure already; pino's bindings() would re-parse them per call.
+      const bound = callLogger !== undefined;
       const fields: Record<string, unknown> = {};
-      if (!("procedure" in bound)) {
-        fields.procedure = `${req.service.typeName}/${req.method.name}`;
-      }
+      if (!bound) fields.procedure = `${req.service.typeName}/${req.method.name}`;
       fields.protocol = protocolOf(req.header);
       fields.peer = values.get(kPeer).ip;
       fields.user = values.get(kAuth)?.userId;
       fields.code = code === undefined ? "ok" : codeToString(code);
       fields.durationMs = Math.round((performance.now() - start) * 10) / 10;
       const requestId = values.get(kRequestId);
-      if (!("requestId" in bound) && requestId !== "") fields.requestId = requestId;
+      if (!bound && requestId !== "") fields.requestId = requestId;
       if (streaming) {
         fields.messagesReceived = messagesReceived;
         fields.messagesSent = messagesSent;
