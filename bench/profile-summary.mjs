@@ -127,7 +127,8 @@ function packageOf(f) {
   const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(f.url);
   if (nm) return nm[1];
   if (f.url.startsWith(ROOT_URL)) {
-    const rel = f.url.slice(ROOT_URL.length);
+    // dist/server/src/… is the compiled server the bench runs.
+    const rel = f.url.slice(ROOT_URL.length).replace(/^dist\//, "");
     const parts = rel.split("/");
     return `switchboard:${parts.slice(0, Math.min(parts.length - 1, 3)).join("/")}`;
   }

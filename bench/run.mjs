@@ -106,8 +106,21 @@ const tools = {
     .replace(/\s+Copyright.*$/, ""),
 };
 
-// The harness is TypeScript (it shares the server's generated code); tsx
-// compiles it on the fly, as it does for `npm start`.
+// The servers under test run the compiled server (dist/), as `npm start`
+// does; compile it now so the figures are of the current sources.
+process.stdout.write("[bench] compiling the server (npm run build)\n");
+const built = spawnSync(
+  fileURLToPath(new URL("../node_modules/.bin/tsc", import.meta.url)),
+  ["-p", "tsconfig.build.json"],
+  { cwd: fileURLToPath(new URL("..", import.meta.url)), stdio: "inherit" },
+);
+if (built.status !== 0) {
+  process.stderr.write("bench: the server does not compile (npm run build)\n");
+  process.exit(2);
+}
+
+// The harness itself is TypeScript (it shares the server's generated code);
+// tsx compiles it on the fly.
 const { register } = await import("tsx/esm/api");
 register();
 const harness = await import("./harness/main.ts");

@@ -1,8 +1,11 @@
 #!/usr/bin/env node
-// `npm start`: builds the web app when web/dist is missing or older than its
-// sources, then runs the server, which serves the app and the API on one port.
+// `npm start`: builds the web app (web/dist) and compiles the server (dist/)
+// when either is missing or older than its sources, then runs the compiled
+// server, which serves the app and the API on one port. Plain JavaScript
+// starts in about half the time of running the TypeScript through tsx, and
+// runs without tsx's per-closure `__name` helpers on hot paths.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -40,7 +43,26 @@ if (
   );
   if (build.status !== 0) process.exit(build.status ?? 1);
 }
-const server = spawn(process.execPath, ["--import", "tsx", join(root, "server/src/main.ts")], {
+const serverMain = join(root, "dist", "server", "src", "main.js");
+const serverSources = Math.max(
+  newest(join(root, "server", "src")),
+  newest(join(root, "gen")),
+  newest(join(root, "shared")),
+  statSync(join(root, "tsconfig.build.json")).mtimeMs,
+);
+// tsc (incremental) leaves unchanged outputs alone, so a stamp marks the build.
+const stamp = join(root, "dist", ".built");
+if (!existsSync(serverMain) || !existsSync(stamp) || statSync(stamp).mtimeMs < serverSources) {
+  process.stdout.write("switchboard: compiling the server (dist/)…\n");
+  const build = spawnSync(
+    join(root, "node_modules", ".bin", "tsc"),
+    ["-p", "tsconfig.build.json"],
+    { cwd: root, stdio: "inherit" },
+  );
+  if (build.status !== 0) process.exit(build.status ?? 1);
+  writeFileSync(stamp, "");
+}
+const server = spawn(process.execPath, ["--enable-source-maps", serverMain], {
   cwd: root,
   stdio: "inherit",
 });

@@ -987,9 +987,9 @@ async function fanout(
 // ==== start-up ==============================================================
 
 /**
- * Spawn of the real entry point (`node --import tsx server/src/main.ts`,
- * as `npm start` runs it) → first SERVING answer to grpc.health.v1.Health/Check,
- * polled every 5 ms. One unmeasured run first (warms tsx's transpile cache).
+ * Spawn of the real entry point (`node dist/server/src/main.js`, as
+ * `npm start` runs it) → first SERVING answer to grpc.health.v1.Health/Check,
+ * polled every 5 ms. One unmeasured run first (warms the OS file cache).
  */
 async function startupPhase(
   s: Settings,
@@ -1005,7 +1005,7 @@ async function startupPhase(
     const server = launch(
       "server",
       process.execPath,
-      ["--import", "tsx", "server/src/main.ts"],
+      ["--enable-source-maps", "dist/server/src/main.js"],
       30_000,
       env,
     );

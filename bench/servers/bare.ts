@@ -3,9 +3,8 @@ import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { GetUserResponseSchema } from "../../gen/switchboard/user/v1/user_pb.js";
-import { toUser } from "../../server/src/services/user-service.js";
-import { openStore } from "../../server/src/storage/index.js";
 import { bump, type Counter, emit, serveControl } from "./control.js";
+import { openStore, toUser } from "./server-modules.js";
 
 /**
  * The ceiling: bare Node servers answering GetUser with a fixed,

@@ -2,9 +2,9 @@ import { once } from "node:events";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { encodeCursor } from "../../server/src/services/user-service.js";
-import { openStore, type UserRecord } from "../../server/src/storage/index.js";
+import type { UserRecord } from "../../server/src/storage/index.js";
 import { bump, type Counter, emit, serveControl } from "./control.js";
+import { encodeCursor, openStore } from "./server-modules.js";
 
 /**
  * The peer: @grpc/grpc-js serving switchboard.user.v1.UserService's GetUser,

@@ -1,10 +1,9 @@
 import http from "node:http";
 import http2 from "node:http2";
 import { pino } from "pino";
-import { build } from "../../server/src/app.js";
-import { loadConfig } from "../../server/src/config.js";
-import { openStore, type Store } from "../../server/src/storage/index.js";
+import type { Store } from "../../server/src/storage/index.js";
 import { bump, type Counter, emit, serveControl } from "./control.js";
+import { build, loadConfig, openStore } from "./server-modules.js";
 
 /**
  * The real Switchboard app for benchmarks: the production `build` with the

@@ -5,7 +5,11 @@ import fastifyStatic from "@fastify/static";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 
 /** Where `npm run build:web` writes the app. */
-export const DEFAULT_WEB_DIST = new URL("../../../web/dist", import.meta.url).pathname;
+export const DEFAULT_WEB_DIST = new URL(
+  // From server/src/protocol/, or from its compiled copy in dist/server/src/protocol/.
+  import.meta.url.includes("/dist/server/src/") ? "../../../../web/dist" : "../../../web/dist",
+  import.meta.url,
+).pathname;
 
 /**
  * Serves the built web app from the API's own port (one origin: no CORS).
