@@ -112,8 +112,12 @@ export interface SpawnedServer {
  * Spawns the real entry point with `env` on port 0 and waits for its
  * "listening" log line. Rejects if the process exits first.
  */
-export async function spawnServer(env: Record<string, string>): Promise<SpawnedServer> {
-  const child = spawn(process.execPath, ["--import", "tsx", "server/src/main.ts"], {
+export async function spawnServer(
+  env: Record<string, string>,
+  /** What node runs (default: the TypeScript entry point through tsx). */
+  entry: readonly string[] = ["--import", "tsx", "server/src/main.ts"],
+): Promise<SpawnedServer> {
+  const child = spawn(process.execPath, [...entry], {
     cwd: ROOT,
     env: {
       ...process.env,
