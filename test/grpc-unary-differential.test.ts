@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import http2 from "node:http2";
 import { gzipSync } from "node:zlib";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -10,11 +9,15 @@ import {
   GetUserRequestSchema,
   RegisterUserRequestSchema,
 } from "../gen/switchboard/user/v1/user_pb.js";
-import { createTokenService } from "../server/src/auth/tokens.js";
-import { openStore } from "../server/src/storage/index.js";
-import type { Store } from "../server/src/storage/store.js";
 import { registerAndLogin, type Session } from "./support/auth.js";
-import { startTestServer, type TestServer, tempDataDir } from "./support/server.js";
+import {
+  BUG_ID,
+  type Differential,
+  MAX_MESSAGE_BYTES,
+  openDifferential,
+  SLOW_ID,
+} from "./support/differential.js";
+import type { TestServer } from "./support/server.js";
 
 /**
  * The gRPC unary fast path (server/src/protocol/grpc-unary.ts) against
@@ -24,21 +27,10 @@ import { startTestServer, type TestServer, tempDataDir } from "./support/server.
  * HTTP status, response headers, message bytes, trailers,
  * grpc-status-details-bin — must be the same.
  *
- * Normalised before comparing (and only these): the `date` header (the
- * compat layer adds one, the fast path does not), the duration inside
+ * Normalised before comparing (and only these): the `date` header (both
+ * send one, Node's http2 adds it; its value moves on), the duration inside
  * `server-timing`, generated request ids, and the tokens Login issues.
  */
-
-const KEY = randomBytes(32);
-const MAX_MESSAGE_BYTES = 2048;
-const ENV = {
-  AUTH_SIGNING_KEY: KEY.toString("base64url"),
-  MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
-  RATE_LIMIT_LOGIN: "3/60",
-};
-/** Valid-looking ids the wrapped store treats specially. */
-const BUG_ID = "00000000-0000-7000-8000-00000000b0c5";
-const SLOW_ID = "00000000-0000-7000-8000-0000000051e0";
 
 interface Answer {
   status: number;
@@ -175,62 +167,27 @@ function maskTokens(answer: Answer): Answer {
 }
 
 describe("the gRPC unary fast path answers exactly as connect's gRPC handler", () => {
-  let dataDir: string;
-  let store: Store;
+  let diff: Differential;
   let connect: TestServer;
   let fast: TestServer;
   let session: Session;
   let expired: string;
-  /** Why each SLOW_ID store read was aborted, per server (by port). */
-  const slowAborts: Array<{ port: string; reason: unknown }> = [];
-  let current = "";
 
   beforeAll(async () => {
-    dataDir = await tempDataDir();
-    store = await openStore({ dataDir });
-    const realGetUser = store.getUser.bind(store);
-    store.getUser = async (id, options) => {
-      if (id === BUG_ID) throw new TypeError("a bug in the store");
-      if (id === SLOW_ID) {
-        const signal = options?.signal;
-        const port = current;
-        return new Promise((_, reject) => {
-          signal?.addEventListener("abort", () => {
-            slowAborts.push({ port, reason: signal.reason });
-            reject(signal.reason);
-          });
-        });
-      }
-      return realGetUser(id, options);
-    };
-    connect = await startTestServer({ env: { ...ENV, UNARY_FAST_PATH: "off" }, dataDir, store });
-    fast = await startTestServer({ env: { ...ENV, UNARY_FAST_PATH: "on" }, dataDir, store });
+    diff = await openDifferential();
+    connect = await diff.start("off");
+    fast = await diff.start("on");
     session = await registerAndLogin(connect.url);
-    expired = (
-      await createTokenService({
-        key: KEY,
-        accessTtlSeconds: 900,
-        now: () => new Date(Date.now() - 3600_000),
-      }).issueAccessToken({
-        userId: session.userId,
-        username: session.username,
-        roles: ["user"],
-        sessionId: "s1",
-      })
-    ).token;
+    expired = await diff.expiredToken(session);
   });
 
-  afterAll(async () => {
-    await fast?.close();
-    await connect?.close();
-    await store?.close();
-  });
+  afterAll(() => diff?.close());
 
   /** Sends `call` to connect's handler, then to the fast path; both answers. */
   async function both(call: Call): Promise<[Answer, Answer]> {
-    current = "connect";
+    diff.label("connect");
     const a = await rawCall(connect.url, call);
-    current = "fast";
+    diff.label("fast");
     const b = await rawCall(fast.url, call);
     return [a, b];
   }
@@ -524,7 +481,7 @@ describe("the gRPC unary fast path answers exactly as connect's gRPC handler", (
   });
 
   it("a client that resets the stream cancels the handler's signal (Canceled) on both", async () => {
-    slowAborts.length = 0;
+    diff.slowAborts.length = 0;
     const [a, b] = await both({
       path: GET_USER,
       body: envelope(getUser(SLOW_ID)),
@@ -533,11 +490,11 @@ describe("the gRPC unary fast path answers exactly as connect's gRPC handler", (
     });
     expect(a.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
     expect(b.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
-    await expect.poll(() => slowAborts.length).toBe(2);
-    for (const { reason } of slowAborts) {
+    await expect.poll(() => diff.slowAborts.length).toBe(2);
+    for (const { reason } of diff.slowAborts) {
       expect(ConnectError.from(reason).code).toBe(Code.Canceled);
     }
-    expect(slowAborts.map((s) => s.port)).toEqual(["connect", "fast"]);
+    expect(diff.slowAborts.map((s) => s.server)).toEqual(["connect", "fast"]);
   });
 
   it("really compares two paths: only the connect server's answers go through Node's compat layer", async () => {

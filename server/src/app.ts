@@ -23,14 +23,17 @@ import { contextValuesFor } from "./context.js";
 import { WakeSignal } from "./events/wake-signal.js";
 import { type CallTracker, createCallTracker } from "./interceptors/call-tracker-interceptor.js";
 import { interceptorChain } from "./interceptors/chain.js";
-import { grpcUnaryFastPath, type StreamHandler, servedBy } from "./protocol/grpc-unary.js";
+import { connectUnaryFastPath } from "./protocol/connect-unary.js";
+import { grpcUnaryFastPath } from "./protocol/grpc-unary.js";
 import { HealthState } from "./protocol/health.js";
 import {
   createListener,
   type Http1Handler,
   type Listener,
   type RequestHandler,
+  type StreamHandler,
 } from "./protocol/listener.js";
+import { servedBy } from "./protocol/unary-common.js";
 import { DEFAULT_WEB_DIST, registerWebApp } from "./protocol/web-app.js";
 import { appServices, routes } from "./routes.js";
 import { createAuthService } from "./services/auth-service.js";
@@ -132,6 +135,8 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
   // Set once the services exist (below).
   let fastPath: StreamHandler | undefined;
   let fastPathHttp1: Http1Handler | undefined;
+  /** Set when shutdown begins. */
+  let draining = false;
   const fastify = Fastify({
     loggerInstance: logger,
     // Every call is logged once by the RPC layer, not per HTTP request.
@@ -202,10 +207,11 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     writeMaxBytes: config.maxMessageBytes,
     shutdownSignal: shutdownController.signal,
   });
-  // Binary gRPC unary calls on HTTP/2 skip connect's generic handler (same
-  // services, interceptors, limits and signals; see protocol/grpc-unary.ts).
+  // Binary gRPC unary calls on HTTP/2 and Connect unary POSTs on HTTP/1.1
+  // and HTTP/2 skip connect's generic handler (same services, interceptors,
+  // limits and signals; see protocol/grpc-unary.ts, protocol/connect-unary.ts).
   if (config.unaryFastPath) {
-    fastPath = grpcUnaryFastPath({
+    const fastPathOptions = {
       services: [
         servedBy(UserService, userService),
         servedBy(AuthService, authService),
@@ -217,7 +223,15 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
       readMaxBytes: config.maxMessageBytes,
       writeMaxBytes: config.maxMessageBytes,
       shutdownSignal: shutdownController.signal,
-    });
+    };
+    const grpc = grpcUnaryFastPath(fastPathOptions);
+    const connect = connectUnaryFastPath(fastPathOptions);
+    // Once shutdown has begun, Fastify answers every request it routes with
+    // 503 (return503OnClosing): calls go back to it, so a client sees the
+    // same answer (gRPC: Unavailable) with or without the fast path.
+    fastPath = (stream, headers) =>
+      !draining && (grpc(stream, headers) || connect.stream(stream, headers));
+    fastPathHttp1 = (req, res) => !draining && connect.http1(req, res);
   }
 
   if (await registerWebApp(fastify, deps.webRoot)) {
@@ -226,6 +240,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
 
   let shuttingDown: Promise<void> | undefined;
   const shutdown = async () => {
+    draining = true;
     health.setAllNotServing();
     const closing = fastify.close();
     oneListener.drain();

@@ -124,8 +124,9 @@ export interface Config {
   /** Cap on long-lived streaming calls open at once in this process. */
   readonly maxOpenStreams: number;
   /**
-   * Serve binary gRPC unary calls over HTTP/2 through the fast path
-   * (protocol/grpc-unary.ts) instead of connect's generic handler.
+   * Serve binary gRPC unary calls over HTTP/2 and Connect unary POSTs over
+   * HTTP/1.1 and HTTP/2 through the fast paths (protocol/grpc-unary.ts,
+   * protocol/connect-unary.ts) instead of connect's generic handler.
    */
   readonly unaryFastPath: boolean;
   readonly auth: {

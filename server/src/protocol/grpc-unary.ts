@@ -1,21 +1,9 @@
 import http2 from "node:http2";
-import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import {
-  Code,
-  ConnectError,
-  type ContextValues,
-  createServiceImplSpec,
-  type HandlerContext,
-  type Interceptor,
-  type MethodImplSpec,
-  type ServiceImpl,
-} from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
   type Compression,
   compressedFlag,
   compressionNegotiate,
-  createMethodSerializationLookup,
-  invokeUnaryImplementation,
 } from "@connectrpc/connect/protocol";
 import {
   contentTypeProto,
@@ -29,7 +17,21 @@ import {
   parseTimeout,
   setTrailerStatus,
 } from "@connectrpc/connect/protocol-grpc";
-import type { Peer } from "../context.js";
+import type { StreamHandler } from "./listener.js";
+import {
+  CallLifetime,
+  errorFromResetCode,
+  handlerContext,
+  header,
+  invokeUnary,
+  peerOf,
+  requestHeaders,
+  requestUrl,
+  toConnectError,
+  type UnaryFastPathOptions,
+  type UnaryRoute,
+  unaryServing,
+} from "./unary-common.js";
 
 /**
  * Switchboard's gRPC unary fast path: binary (`application/grpc[+proto]`)
@@ -59,53 +61,15 @@ import type { Peer } from "../context.js";
  * What it does differently, on purpose: one AbortController per call,
  * aborted only when the call is really cancelled (client reset, deadline,
  * shutdown) — connect aborts every call's signals when it ends, which costs
- * a DOMException each; no `date` header.
+ * a DOMException each.
+ *
+ * The route table, the call's lifetime (signal, deadline, shutdown), the
+ * handler context and the header conversions are shared with the Connect
+ * fast path: see unary-common.ts.
  *
  * Everything else — gRPC+JSON, streaming methods, gRPC-Web, Connect, HTTP/1.1,
  * unknown paths — returns `false` and goes to connect's handlers unchanged.
  */
-
-/** A service and its implementation (the same object the connect router serves). */
-export interface ServedService {
-  readonly service: DescService;
-  readonly impl: Partial<ServiceImpl<DescService>>;
-}
-
-/** Pairs a service with its implementation, type-checked against each other. */
-export function servedBy<S extends DescService>(service: S, impl: ServiceImpl<S>): ServedService {
-  return { service, impl: impl as unknown as Partial<ServiceImpl<DescService>> };
-}
-
-/** The limits and options connect's handlers are configured with. */
-export interface GrpcUnaryOptions {
-  /** The services, as `servedBy(Service, impl)` pairs. */
-  readonly services: readonly ServedService[];
-  readonly interceptors: readonly Interceptor[];
-  readonly contextValues: (peer: Peer) => ContextValues;
-  readonly readMaxBytes: number;
-  readonly writeMaxBytes: number;
-  readonly acceptCompression: readonly Compression[];
-  /** Responses smaller than this are not compressed (connect's default: 1 KiB). */
-  readonly compressMinBytes?: number;
-  readonly shutdownSignal: AbortSignal;
-}
-
-/**
- * Takes an incoming HTTP/2 stream if it is a binary gRPC unary call to a
- * served method (returns true and answers it), or leaves it (false).
- */
-export type StreamHandler = (
-  stream: http2.ServerHttp2Stream,
-  headers: http2.IncomingHttpHeaders,
-) => boolean;
-
-interface Route {
-  readonly spec: MethodImplSpec & { kind: "unary" };
-  readonly method: DescMethod;
-  readonly service: DescService;
-  readonly parse: (bytes: Uint8Array) => unknown;
-  readonly serialize: (message: unknown) => Uint8Array;
-}
 
 const HEADER_PREFIX_BYTES = 5;
 // Node hands over request headers in lower case; connect's names are
@@ -115,34 +79,14 @@ const GRPC_TIMEOUT = headerTimeout.toLowerCase();
 const GRPC_ENCODING = headerEncoding.toLowerCase();
 const GRPC_ACCEPT_ENCODING = headerAcceptEncoding.toLowerCase();
 
-/** Builds the fast path for the unary methods of `options.services`. */
-export function grpcUnaryFastPath(options: GrpcUnaryOptions): StreamHandler {
-  const limits = {
-    readMaxBytes: options.readMaxBytes,
-    writeMaxBytes: options.writeMaxBytes,
-  };
-  const compressMinBytes = options.compressMinBytes ?? 1024;
-  const acceptCompression = [...options.acceptCompression];
-  const interceptors = [...options.interceptors];
-  const routes = new Map<string, Route>();
-  for (const { service, impl } of options.services) {
-    const serviceSpec = createServiceImplSpec(service, impl);
-    for (const method of service.methods) {
-      if (method.methodKind !== "unary") continue;
-      const spec = serviceSpec.methods[method.localName];
-      if (spec?.kind !== "unary") continue;
-      const serialization = createMethodSerializationLookup(method, undefined, undefined, limits);
-      const input = serialization.getI(true);
-      const output = serialization.getO(true);
-      routes.set(`/${service.typeName}/${method.name}`, {
-        spec,
-        method,
-        service,
-        parse: (bytes) => input.parse(bytes),
-        serialize: (message) => output.serialize(message as never),
-      });
-    }
-  }
+/**
+ * Builds the fast path for the unary methods of `options.services`: takes
+ * an incoming HTTP/2 stream if it is a binary gRPC unary call to a served
+ * method (returns true and answers it), or leaves it (false).
+ */
+export function grpcUnaryFastPath(options: UnaryFastPathOptions): StreamHandler {
+  const { limits, compressMinBytes, acceptCompression, interceptors, routes } =
+    unaryServing(options);
 
   return (stream, headers) => {
     const path = headers[":path"];
@@ -158,7 +102,7 @@ export function grpcUnaryFastPath(options: GrpcUnaryOptions): StreamHandler {
   function serve(
     stream: http2.ServerHttp2Stream,
     headers: http2.IncomingHttpHeaders,
-    route: Route,
+    route: UnaryRoute,
   ): void {
     const timeout = parseTimeout(header(headers, GRPC_TIMEOUT), Number.MAX_SAFE_INTEGER);
     const compression = compressionNegotiate(
@@ -170,37 +114,19 @@ export function grpcUnaryFastPath(options: GrpcUnaryOptions): StreamHandler {
     const responseHeader = new Headers({ [headerContentType]: contentTypeProto });
     if (compression.response) responseHeader.set(headerEncoding, compression.response.name);
     const responseTrailer = new Headers({ [headerGrpcStatus]: grpcStatusOk.toString() });
+    const input = route.serialization.getI(true);
+    const output = route.serialization.getO(true);
 
     // The call's one AbortController: client reset, deadline, shutdown.
-    const controller = new AbortController();
-    let done = false;
-    let deadlineTimer: NodeJS.Timeout | undefined;
-    const onShutdown = () => controller.abort(options.shutdownSignal.reason);
-    const settle = () => {
-      done = true;
-      clearTimeout(deadlineTimer);
-      options.shutdownSignal.removeEventListener("abort", onShutdown);
-    };
+    const call = new CallLifetime(
+      options.shutdownSignal,
+      timeout.error === undefined ? timeout.timeoutMs : undefined,
+    );
     stream.on("error", () => undefined); // reported through 'close' / rstCode
-    stream.once("close", () => {
-      if (done) return;
-      settle();
-      controller.abort(errorFromResetCode(stream.rstCode));
-    });
-    if (options.shutdownSignal.aborted) onShutdown();
-    else options.shutdownSignal.addEventListener("abort", onShutdown);
-    const timeoutMs = timeout.timeoutMs;
-    let deadline: number | undefined;
-    if (timeoutMs !== undefined && timeout.error === undefined) {
-      deadline = Date.now() + timeoutMs;
-      const expire = () =>
-        controller.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
-      if (timeoutMs <= 0) expire();
-      else deadlineTimer = setTimeout(expire, timeoutMs);
-    }
+    stream.once("close", () => call.abandon(errorFromResetCode(stream.rstCode)));
 
     const respond = (message: Uint8Array | undefined) => {
-      settle();
+      call.settle();
       if (stream.destroyed || stream.closed) return;
       const out: http2.OutgoingHttpHeaders = { ":status": 200 };
       responseHeader.forEach((value, key) => {
@@ -216,12 +142,7 @@ export function grpcUnaryFastPath(options: GrpcUnaryOptions): StreamHandler {
       else stream.end(message);
     };
     const fail = (error: unknown) => {
-      setTrailerStatus(
-        responseTrailer,
-        error instanceof ConnectError
-          ? error
-          : new ConnectError("internal error", Code.Internal, undefined, undefined, error),
-      );
+      setTrailerStatus(responseTrailer, toConnectError(error));
       respond(undefined);
     };
 
@@ -233,34 +154,23 @@ export function grpcUnaryFastPath(options: GrpcUnaryOptions): StreamHandler {
       return;
     }
 
-    const context: HandlerContext = {
-      method: route.method,
-      service: route.service,
-      requestMethod: "POST",
+    const authority = headers[":authority"] ?? "";
+    const context = handlerContext(route, call, {
       protocolName: "grpc",
-      url: `${stream.session?.encrypted ? "https" : "http"}://${headers[":authority"] ?? ""}${headers[":path"]}`,
-      signal: controller.signal,
-      timeoutMs: () => (deadline === undefined ? undefined : deadline - Date.now()),
+      url: requestUrl(stream.session?.encrypted === true, authority, headers[":path"] ?? ""),
       requestHeader: requestHeaders(headers),
       responseHeader,
       responseTrailer,
-      values: options.contextValues({
-        ip: stream.session?.socket?.remoteAddress ?? "unknown",
-        userAgent: String(headers["user-agent"] ?? "").slice(0, 256),
-      }),
-    };
+      values: options.contextValues(
+        peerOf(stream.session?.socket?.remoteAddress, headers["user-agent"]),
+      ),
+    });
 
     const invoke = async (first: Envelope) => {
-      const input = route.parse(await decompress(first, compression.request, limits.readMaxBytes));
-      const message = await invokeUnaryImplementation(
-        route.spec,
-        // invokeUnaryImplementation spreads the context into what the
-        // handler gets; it needs nothing beyond HandlerContext.
-        context as Parameters<typeof invokeUnaryImplementation>[1],
-        input as never,
-        interceptors,
+      const message = input.parse(
+        await decompress(first, compression.request, limits.readMaxBytes),
       );
-      let data = route.serialize(message);
+      let data = output.serialize(await invokeUnary(route, context, message, interceptors));
       let flags = 0;
       if (compression.response && data.byteLength >= compressMinBytes) {
         data = await compression.response.compress(data);
@@ -270,7 +180,7 @@ export function grpcUnaryFastPath(options: GrpcUnaryOptions): StreamHandler {
     };
 
     readUnaryBody(stream, limits.readMaxBytes, (error, first, second) => {
-      if (done) return; // the client went away while the body arrived
+      if (call.done) return; // the client went away while the body arrived
       if (error !== undefined && first === undefined) return fail(error);
       if (first === undefined) {
         return fail(
@@ -286,11 +196,11 @@ export function grpcUnaryFastPath(options: GrpcUnaryOptions): StreamHandler {
       if (error !== undefined || second !== undefined) {
         decompress(first, compression.request, limits.readMaxBytes)
           .then((bytes) => {
-            route.parse(bytes);
+            input.parse(bytes);
             if (second) return decompress(second, compression.request, limits.readMaxBytes);
           })
           .then((bytes) => {
-            if (bytes) route.parse(bytes);
+            if (bytes) input.parse(bytes);
             throw (
               error ??
               new ConnectError(
@@ -299,10 +209,15 @@ export function grpcUnaryFastPath(options: GrpcUnaryOptions): StreamHandler {
               )
             );
           })
-          .catch(fail);
+          .catch(fail)
+          .catch(() => stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR));
         return;
       }
-      invoke(first).then(respond, fail);
+      // Node refusing a header (e.g. an interceptor set an invalid value)
+      // throws from `respond`: the exchange is reset rather than left hanging.
+      invoke(first)
+        .then(respond, fail)
+        .catch(() => stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR));
     });
   }
 }
@@ -406,73 +321,4 @@ function envelope(flags: number, data: Uint8Array): Buffer {
   out.writeUInt32BE(data.byteLength, 1);
   out.set(data, HEADER_PREFIX_BYTES);
   return out;
-}
-
-/** A request header by its lower-case name (connect's constants are capitalised). */
-function header(headers: http2.IncomingHttpHeaders, name: string): string | null {
-  const value = headers[name];
-  return value === undefined ? null : Array.isArray(value) ? value.join(", ") : value;
-}
-
-/** The request metadata as connect-node presents it: every header but the pseudo-headers. */
-function requestHeaders(headers: http2.IncomingHttpHeaders): Headers {
-  const out = new Headers();
-  for (const key in headers) {
-    if (key.charCodeAt(0) === 58 /* ":" */) continue;
-    const value = headers[key];
-    if (value === undefined) continue;
-    if (Array.isArray(value)) for (const v of value) out.append(key, v);
-    else out.append(key, String(value));
-  }
-  return out;
-}
-
-/** RST_STREAM codes by name, for messages (as connect-node words them). */
-const H2_CODE_NAMES = [
-  "NO_ERROR",
-  "PROTOCOL_ERROR",
-  "INTERNAL_ERROR",
-  "FLOW_CONTROL_ERROR",
-  "SETTINGS_TIMEOUT",
-  "STREAM_CLOSED",
-  "FRAME_SIZE_ERROR",
-  "REFUSED_STREAM",
-  "CANCEL",
-  "COMPRESSION_ERROR",
-  "CONNECT_ERROR",
-  "ENHANCE_YOUR_CALM",
-  "INADEQUATE_SECURITY",
-  "HTTP_1_1_REQUIRED",
-];
-
-/**
- * The handler signal's reason when the client goes away mid-call, mapped
- * from the RST_STREAM code as connect-node maps it. (connect-node aborts
- * with a bare AbortError for NO_ERROR; here it is Canceled, which is what
- * the call is — nobody reads the answer either way.)
- */
-function errorFromResetCode(rstCode: number | undefined): ConnectError {
-  const c = http2.constants;
-  const message = `http/2 stream closed with error code ${H2_CODE_NAMES[rstCode ?? 0] ?? "UNKNOWN"} (0x${(rstCode ?? 0).toString(16)})`;
-  switch (rstCode) {
-    case c.NGHTTP2_CANCEL:
-      return new ConnectError(message, Code.Canceled);
-    case c.NGHTTP2_REFUSED_STREAM:
-      return new ConnectError(message, Code.Unavailable);
-    case c.NGHTTP2_ENHANCE_YOUR_CALM:
-      return new ConnectError(message, Code.ResourceExhausted);
-    case c.NGHTTP2_INADEQUATE_SECURITY:
-    case c.NGHTTP2_HTTP_1_1_REQUIRED:
-      return new ConnectError(message, Code.PermissionDenied);
-    case c.NGHTTP2_PROTOCOL_ERROR:
-    case c.NGHTTP2_INTERNAL_ERROR:
-    case c.NGHTTP2_FLOW_CONTROL_ERROR:
-    case c.NGHTTP2_SETTINGS_TIMEOUT:
-    case c.NGHTTP2_FRAME_SIZE_ERROR:
-    case c.NGHTTP2_COMPRESSION_ERROR:
-    case c.NGHTTP2_CONNECT_ERROR:
-      return new ConnectError(message, Code.Internal);
-    default:
-      return new ConnectError("the client went away", Code.Canceled);
-  }
 }

@@ -1,7 +1,6 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import type { StreamHandler } from "./grpc-unary.js";
 
 /**
  * One listening port for every protocol Switchboard speaks.
@@ -24,6 +23,12 @@ export type RequestHandler = (
   res: http.ServerResponse | http2.Http2ServerResponse,
 ) => void;
 
+/** Takes an HTTP/2 stream (returns true and answers it) or leaves it (false). */
+export type StreamHandler = (
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+) => boolean;
+
 /** Takes an HTTP/1.1 request (returns true and answers it) or leaves it (false). */
 export type Http1Handler = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
 
@@ -36,13 +41,14 @@ export interface ListenerOptions {
   /** A connection that sends no first byte within this time is dropped. */
   readonly prefaceTimeoutMs?: number;
   /**
-   * Gets first pick of every HTTP/2 stream (the gRPC unary fast path); the
-   * streams it declines go through Node's compat layer to `handler`.
+   * Gets first pick of every HTTP/2 stream (the gRPC and Connect unary fast
+   * paths); the streams it declines go through Node's compat layer to `handler`.
    */
   readonly streamHandler?: StreamHandler | undefined;
   /**
-   * Gets first pick of every HTTP/1.1 request (cleartext or TLS); returns
-   * true when it answers the request itself, false to leave it to `handler`.
+   * Gets first pick of every HTTP/1.1 request (cleartext or TLS: the Connect
+   * unary fast path); returns true when it answers the request itself, false
+   * to leave it to `handler`.
    */
   readonly http1Handler?: Http1Handler | undefined;
 }
