@@ -3,6 +3,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import type { Logger } from "pino";
 import { kAuth, kLogger, kPeer, kRequestId } from "../context.js";
+import { procedureOf } from "./procedure.js";
 
 /** The wire protocol of a call. */
 export type Protocol = "grpc" | "grpc-web" | "connect";
@@ -66,11 +67,14 @@ export function accessLogInterceptor(fallbackLogger: Logger): Interceptor {
       const values = req.contextValues;
       const callLogger = values.get(kLogger);
       const logger = callLogger ?? fallbackLogger;
+      const level = code !== undefined && SERVER_SIDE.has(code) ? "warn" : "info";
+      // A line nobody will see is not built (LOG_LEVEL above this one).
+      if (!logger.isLevelEnabled(level)) return;
       // The call logger (request-id interceptor) is bound to requestId and
       // procedure already; pino's bindings() would re-parse them per call.
       const bound = callLogger !== undefined;
       const fields: Record<string, unknown> = {};
-      if (!bound) fields.procedure = `${req.service.typeName}/${req.method.name}`;
+      if (!bound) fields.procedure = procedureOf(req);
       fields.protocol = protocolOf(req.header);
       fields.peer = values.get(kPeer).ip;
       fields.user = values.get(kAuth)?.userId;
@@ -82,8 +86,7 @@ export function accessLogInterceptor(fallbackLogger: Logger): Interceptor {
         fields.messagesReceived = messagesReceived;
         fields.messagesSent = messagesSent;
       }
-      if (code !== undefined && SERVER_SIDE.has(code)) logger.warn(fields, "rpc");
-      else logger.info(fields, "rpc");
+      logger[level](fields, "rpc");
     };
 
     // Count what the handler reads (client and bidi streams; a server

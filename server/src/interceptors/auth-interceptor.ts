@@ -2,6 +2,7 @@ import type { Interceptor } from "@connectrpc/connect";
 import type { AccessPolicy } from "../auth/policy.js";
 import { type AuthInfo, kAuth } from "../context.js";
 import { permissionDenied, Reason, unauthenticated } from "../errors.js";
+import { procedureOf } from "./procedure.js";
 
 /** Verifies an access token; rejects with Unauthenticated TOKEN_EXPIRED / TOKEN_INVALID. */
 export type VerifyAccessToken = (token: string) => Promise<AuthInfo>;
@@ -19,7 +20,7 @@ const BEARER = /^Bearer[ ]+([^\s]+)\s*$/i;
  */
 export function authInterceptor(verify: VerifyAccessToken, policy: AccessPolicy): Interceptor {
   return (next) => async (req) => {
-    const procedure = `${req.service.typeName}/${req.method.name}`;
+    const procedure = procedureOf(req);
     if (policy.isPublic(procedure)) return next(req);
     const header = req.header.get("authorization");
     if (header === null || header.trim() === "") {

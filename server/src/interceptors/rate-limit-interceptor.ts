@@ -15,6 +15,7 @@ import {
 } from "../../../gen/google/rpc/error_details_pb.js";
 import type { Config, RateLimit } from "../config.js";
 import { kAuth, kLogger, kPeer } from "../context.js";
+import { procedureOf } from "./procedure.js";
 
 /** Procedures with a stricter per-IP limit on top of the public one. */
 export const LOGIN_PROCEDURE = "switchboard.auth.v1.AuthService/Login";
@@ -46,8 +47,8 @@ interface Limiter {
 interface Check {
   readonly limiter: Limiter;
   readonly key: string;
-  /** The QuotaFailure subject, e.g. `ip:203.0.113.7`. */
-  readonly subject: string;
+  /** With the key, the QuotaFailure subject, e.g. `ip:` + `203.0.113.7`. */
+  readonly prefix: string;
   readonly description: string;
 }
 
@@ -135,40 +136,37 @@ export function rateLimitInterceptor(options: RateLimitOptions): Interceptor {
   const login = make("login", limits.login);
   const register = make("register", limits.register);
 
+  // Built once: only the key and the QuotaFailure subject depend on the call.
+  const per = {
+    user: {
+      limiter: user,
+      prefix: "user:",
+      description: describe(limits.user, "calls", "per user"),
+    },
+    public: {
+      limiter: publicIp,
+      prefix: "ip:",
+      description: describe(limits.public, "calls", "per client IP"),
+    },
+    login: {
+      limiter: login,
+      prefix: "login:ip:",
+      description: describe(limits.login, "logins", "per client IP"),
+    },
+    register: {
+      limiter: register,
+      prefix: "register:ip:",
+      description: describe(limits.register, "registrations", "per client IP"),
+    },
+  };
+
   return (next) => async (req) => {
-    const procedure = `${req.service.typeName}/${req.method.name}`;
+    const procedure = procedureOf(req);
     const ip = req.contextValues.get(kPeer).ip;
     const auth = req.contextValues.get(kAuth);
-    const checks: Check[] = [
-      auth
-        ? {
-            limiter: user,
-            key: auth.userId,
-            subject: `user:${auth.userId}`,
-            description: describe(limits.user, "calls", "per user"),
-          }
-        : {
-            limiter: publicIp,
-            key: ip,
-            subject: `ip:${ip}`,
-            description: describe(limits.public, "calls", "per client IP"),
-          },
-    ];
-    if (procedure === LOGIN_PROCEDURE) {
-      checks.push({
-        limiter: login,
-        key: ip,
-        subject: `login:ip:${ip}`,
-        description: describe(limits.login, "logins", "per client IP"),
-      });
-    } else if (procedure === REGISTER_PROCEDURE) {
-      checks.push({
-        limiter: register,
-        key: ip,
-        subject: `register:ip:${ip}`,
-        description: describe(limits.register, "registrations", "per client IP"),
-      });
-    }
+    const checks: Check[] = [auth ? { ...per.user, key: auth.userId } : { ...per.public, key: ip }];
+    if (procedure === LOGIN_PROCEDURE) checks.push({ ...per.login, key: ip });
+    else if (procedure === REGISTER_PROCEDURE) checks.push({ ...per.register, key: ip });
 
     const results = await Promise.allSettled(checks.map((c) => c.limiter.consume(c.key)));
     let worst: { check: Check; msBeforeNext: number } | undefined;
@@ -182,10 +180,14 @@ export function rateLimitInterceptor(options: RateLimitOptions): Interceptor {
       }
       req.contextValues
         .get(kLogger)
-        ?.warn({ err: result.reason, subject: check.subject }, "rate limiter failed; call allowed");
+        ?.warn(
+          { err: result.reason, subject: `${check.prefix}${check.key}` },
+          "rate limiter failed; call allowed",
+        );
     });
     if (worst) {
-      throw rateLimited(worst.check.subject, worst.check.description, worst.msBeforeNext);
+      const { check, msBeforeNext } = worst;
+      throw rateLimited(`${check.prefix}${check.key}`, check.description, msBeforeNext);
     }
     return next(req);
   };

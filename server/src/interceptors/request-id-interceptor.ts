@@ -3,6 +3,7 @@ import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { kLogger, kRequestId } from "../context.js";
 import { observeStream } from "./observe-stream.js";
+import { procedureOf } from "./procedure.js";
 
 /** The header (and, on streams, trailer) that carries a call's request id. */
 export const REQUEST_ID_HEADER = "x-request-id";
@@ -45,7 +46,7 @@ export function requestIdInterceptor(baseLogger: Logger): Interceptor {
   return (next) => async (req) => {
     const offered = req.header.get(REQUEST_ID_HEADER);
     const requestId = offered !== null && SANE_REQUEST_ID.test(offered) ? offered : randomUUID();
-    const procedure = `${req.service.typeName}/${req.method.name}`;
+    const procedure = procedureOf(req);
     req.contextValues.set(kRequestId, requestId);
     req.contextValues.set(kLogger, baseLogger.child({ requestId, procedure }));
 

@@ -157,7 +157,7 @@ export function connectUnaryFastPath(options: UnaryFastPathOptions): ConnectUnar
       peer: peerOf(stream.session?.socket?.remoteAddress, headers["user-agent"]),
       watch(call) {
         stream.on("error", () => undefined); // reported through 'close' / rstCode
-        stream.once("close", () => call.abandon(errorFromResetCode(stream.rstCode)));
+        stream.once("close", () => call.abandon(() => errorFromResetCode(stream.rstCode)));
       },
       write(status, header, body) {
         if (stream.destroyed || stream.closed) return;
@@ -191,7 +191,7 @@ export function connectUnaryFastPath(options: UnaryFastPathOptions): ConnectUnar
       watch(call) {
         req.on("error", () => undefined); // reported through the response's 'close'
         res.once("close", () =>
-          call.abandon(new ConnectError("the client went away", Code.Canceled)),
+          call.abandon(() => new ConnectError("the client went away", Code.Canceled)),
         );
       },
       write(status, header, body) {

@@ -123,7 +123,7 @@ export function grpcUnaryFastPath(options: UnaryFastPathOptions): StreamHandler 
       timeout.error === undefined ? timeout.timeoutMs : undefined,
     );
     stream.on("error", () => undefined); // reported through 'close' / rstCode
-    stream.once("close", () => call.abandon(errorFromResetCode(stream.rstCode)));
+    stream.once("close", () => call.abandon(() => errorFromResetCode(stream.rstCode)));
 
     const respond = (message: Uint8Array | undefined) => {
       call.settle();

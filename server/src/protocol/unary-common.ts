@@ -165,11 +165,15 @@ export class CallLifetime {
     this.#shutdownSignal.removeEventListener("abort", this.#onShutdown);
   }
 
-  /** The client went away before the answer: settle, and abort the signal with `reason`. */
-  abandon(reason: unknown): void {
+  /**
+   * The client went away before the answer: settle, and abort the signal
+   * with `reason()`. The reason is made only then — every call's stream
+   * closes, and building an error (a stack trace) per call is not free.
+   */
+  abandon(reason: () => unknown): void {
     if (this.done) return;
     this.settle();
-    this.#controller.abort(reason);
+    this.#controller.abort(reason());
   }
 }
 
