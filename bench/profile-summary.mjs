@@ -9,7 +9,9 @@
 // (the monotonic clock, as process.hrtime gives it: the bench server prints
 // it on "mark"), so start-up and warm-up do not dilute the figures.
 // Each sample counts for the time until the next sample (as DevTools does).
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { SourceMap } from "node:module";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 const ROOT_URL = new URL("../", import.meta.url).href;
@@ -127,8 +129,7 @@ function packageOf(f) {
   const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(f.url);
   if (nm) return nm[1];
   if (f.url.startsWith(ROOT_URL)) {
-    // dist/server/src/… is the compiled server the bench runs.
-    const rel = f.url.slice(ROOT_URL.length).replace(/^dist\//, "");
+    const rel = f.url.slice(ROOT_URL.length);
     const parts = rel.split("/");
     return `switchboard:${parts.slice(0, Math.min(parts.length - 1, 3)).join("/")}`;
   }
@@ -144,8 +145,42 @@ function frameKey(f) {
   return `${f.functionName || "(anonymous)"} ${shortUrl(f.url)}:${f.lineNumber + 1}`;
 }
 
+/**
+ * Frames in the server bundle (dist/*.js, npm run build) are mapped back to
+ * their sources through the bundle's source maps, so a function of kysely
+ * or of server/src is counted as such, not as "dist/chunk-….js".
+ */
+function remapBundleFrames(profile) {
+  const maps = new Map();
+  const mapFor = (url) => {
+    if (!maps.has(url)) {
+      const file = fileURLToPath(url);
+      maps.set(
+        url,
+        existsSync(`${file}.map`)
+          ? new SourceMap(JSON.parse(readFileSync(`${file}.map`, "utf8")))
+          : null,
+      );
+    }
+    return maps.get(url);
+  };
+  for (const node of profile.nodes) {
+    const f = node.callFrame;
+    if (!f.url.startsWith(`${ROOT_URL}dist/`) || f.lineNumber < 0) continue;
+    const entry = mapFor(f.url)?.findEntry(f.lineNumber, f.columnNumber);
+    if (!entry?.originalSource) continue;
+    node.callFrame = {
+      ...f,
+      url: new URL(entry.originalSource, f.url).href,
+      lineNumber: entry.originalLine,
+      columnNumber: entry.originalColumn,
+    };
+  }
+}
+
 /** Summarises a parsed profile; `from`/`to` in the profile's µs clock. */
 export function summarize(profile, { from = -Infinity, to = Infinity, top = 30 } = {}) {
+  remapBundleFrames(profile);
   const byId = new Map();
   const parent = new Map();
   for (const node of profile.nodes) {

@@ -106,16 +106,16 @@ const tools = {
     .replace(/\s+Copyright.*$/, ""),
 };
 
-// The servers under test run the compiled server (dist/), as `npm start`
-// does; compile it now so the figures are of the current sources.
-process.stdout.write("[bench] compiling the server (npm run build)\n");
+// The servers under test run the bundled server (dist/), as `npm start`
+// does; build it now so the figures are of the current sources.
+process.stdout.write("[bench] bundling the server (npm run build)\n");
 const built = spawnSync(
-  fileURLToPath(new URL("../node_modules/.bin/tsc", import.meta.url)),
-  ["-p", "tsconfig.build.json"],
-  { cwd: fileURLToPath(new URL("..", import.meta.url)), stdio: "inherit" },
+  process.execPath,
+  [fileURLToPath(new URL("../scripts/build.mjs", import.meta.url))],
+  { stdio: "inherit" },
 );
 if (built.status !== 0) {
-  process.stderr.write("bench: the server does not compile (npm run build)\n");
+  process.stderr.write("bench: the server does not build (npm run build)\n");
   process.exit(2);
 }
 

@@ -43,6 +43,9 @@ const build = run(join(root, "node_modules", ".bin", "vite"), [
   "warn",
 ]);
 if (build !== 0) process.exit(build);
+process.stdout.write("e2e: bundling the server (what npm start runs)…\n");
+const bundle = run(process.execPath, [join(root, "scripts", "build.mjs")]);
+if (bundle !== 0) process.exit(bundle);
 
 const started = Date.now();
 const status = run(

@@ -37,7 +37,9 @@ step("typecheck", bin("tsc"), ["-p", "tsconfig.json"]);
 step("typecheck web", bin("tsc"), ["-p", "web/tsconfig.json"]);
 step("typecheck e2e", bin("tsc"), ["-p", "e2e/tsconfig.json"]);
 step("typecheck bench", bin("tsc"), ["-p", "bench/tsconfig.json"]);
-step("build the server (dist/, what npm start runs)", bin("tsc"), ["-p", "tsconfig.build.json"]);
+step("bundle the server (dist/, what npm start runs)", process.execPath, [
+  join(root, "scripts/build.mjs"),
+]);
 
 const report = join(mkdtempSync(join(tmpdir(), "switchboard-vitest-")), "report.json");
 process.stdout.write("\n== vitest\n");

@@ -987,7 +987,7 @@ async function fanout(
 // ==== start-up ==============================================================
 
 /**
- * Spawn of the real entry point (`node dist/server/src/main.js`, as
+ * Spawn of the real entry point (`node dist/main.js`, the bundle, as
  * `npm start` runs it) → first SERVING answer to grpc.health.v1.Health/Check,
  * polled every 5 ms. One unmeasured run first (warms the OS file cache).
  */
@@ -1005,7 +1005,7 @@ async function startupPhase(
     const server = launch(
       "server",
       process.execPath,
-      ["--enable-source-maps", "dist/server/src/main.js"],
+      ["--enable-source-maps", "dist/main.js"],
       30_000,
       env,
     );

@@ -176,7 +176,7 @@ export function renderMarkdown(r: Results): string {
   out.push("");
   const st = r.startup;
   out.push(
-    "Spawn of `node dist/server/src/main.js` (the compiled server, as `npm start` runs it; SQLite already migrated) → first SERVING answer to `grpc.health.v1.Health/Check`, polled every 5 ms; one unmeasured run first.",
+    "Spawn of `node dist/main.js` (the bundled server, as `npm start` runs it; SQLite already migrated) → first SERVING answer to `grpc.health.v1.Health/Check`, polled every 5 ms; one unmeasured run first.",
   );
   out.push("");
   out.push("| runs | median | min | max | server CPU time until healthy (median) |");

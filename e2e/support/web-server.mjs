@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-// Playwright's webServer: builds the web app unless E2E_SKIP_BUILD=1 (set
-// by scripts/e2e.mjs, which has just built it), then runs the real server
-// (`node --import tsx server/src/main.ts`) with the environment Playwright
-// passes (PORT, DATA_DIR, test settings), and removes DATA_DIR when the
-// server has stopped.
+// Playwright's webServer: builds the web app and bundles the server unless
+// E2E_SKIP_BUILD=1 (set by scripts/e2e.mjs, which has just built both), then
+// runs the real server as `npm start` does (`node dist/main.js`) with the
+// environment Playwright passes (PORT, DATA_DIR, test settings), and removes
+// DATA_DIR when the server has stopped.
 import { spawn, spawnSync } from "node:child_process";
 import { rmSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -18,9 +18,14 @@ if (process.env.E2E_SKIP_BUILD !== "1") {
     { cwd: root, stdio: "inherit" },
   );
   if (build.status !== 0) process.exit(build.status ?? 1);
+  const bundle = spawnSync(process.execPath, [join(root, "scripts", "build.mjs")], {
+    cwd: root,
+    stdio: "inherit",
+  });
+  if (bundle.status !== 0) process.exit(bundle.status ?? 1);
 }
 
-const server = spawn(process.execPath, ["--import", "tsx", "server/src/main.ts"], {
+const server = spawn(process.execPath, ["--enable-source-maps", join(root, "dist", "main.js")], {
   cwd: root,
   stdio: "inherit",
 });

@@ -4,7 +4,6 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
-import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { AuthService } from "../../gen/switchboard/auth/v1/auth_pb.js";
 import { ChatService } from "../../gen/switchboard/chat/v1/chat_pb.js";
@@ -16,8 +15,6 @@ import { type Bus, LocalBus } from "./chat/bus.js";
 import { createChatLimiter } from "./chat/chat-limiter.js";
 import { ChatHub } from "./chat/hub.js";
 import { LocalPresence, type PresenceTracker } from "./chat/presence.js";
-import { RedisBus } from "./chat/redis-bus.js";
-import { RedisPresence } from "./chat/redis-presence.js";
 import type { Config } from "./config.js";
 import { contextValuesFor } from "./context.js";
 import { WakeSignal } from "./events/wake-signal.js";
@@ -100,29 +97,36 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
   if (config.auth.adminUsernames.size > 0) {
     await store.setUserRole([...config.auth.adminUsernames], "admin");
   }
-  const redis =
-    config.redisUrl === undefined
-      ? undefined
-      : new Redis(config.redisUrl, {
-          connectionName: `switchboard-${process.pid}:limits`,
-          // Fail fast instead of queueing: the rate limiter falls back to
-          // per-process memory while Redis is away.
-          enableOfflineQueue: false,
-          maxRetriesPerRequest: 1,
-        });
-  redis?.on("error", (err) => logger.warn({ err }, "redis connection error"));
-
-  // Chat fan-out: the store is the source of truth; the bus (Redis pub/sub
-  // across instances, or in-process) only wakes the hubs serving a room.
-  // Connection names let operators (and tests) tell instances apart in
-  // Redis's CLIENT LIST.
-  const redisName = `switchboard-${process.pid}`;
-  const bus: Bus = config.redisUrl
-    ? new RedisBus(config.redisUrl, { logger, connectionName: `${redisName}:bus` })
-    : new LocalBus();
-  const presence: PresenceTracker = config.redisUrl
-    ? new RedisPresence(config.redisUrl, { logger, connectionName: `${redisName}:presence` })
-    : new LocalPresence();
+  // Redis (shared rate limits, chat bus, presence) is loaded only when
+  // configured: the embedded default starts without ioredis.
+  let redis: import("ioredis").Redis | undefined;
+  let bus: Bus = new LocalBus();
+  let presence: PresenceTracker = new LocalPresence();
+  if (config.redisUrl !== undefined) {
+    const [{ Redis }, { RedisBus }, { RedisPresence }] = await Promise.all([
+      import("ioredis"),
+      import("./chat/redis-bus.js"),
+      import("./chat/redis-presence.js"),
+    ]);
+    redis = new Redis(config.redisUrl, {
+      connectionName: `switchboard-${process.pid}:limits`,
+      // Fail fast instead of queueing: the rate limiter falls back to
+      // per-process memory while Redis is away.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+    });
+    redis.on("error", (err) => logger.warn({ err }, "redis connection error"));
+    // Chat fan-out: the store is the source of truth; the bus (Redis pub/sub
+    // across instances, or in-process) only wakes the hubs serving a room.
+    // Connection names let operators (and tests) tell instances apart in
+    // Redis's CLIENT LIST.
+    const redisName = `switchboard-${process.pid}`;
+    bus = new RedisBus(config.redisUrl, { logger, connectionName: `${redisName}:bus` });
+    presence = new RedisPresence(config.redisUrl, {
+      logger,
+      connectionName: `${redisName}:presence`,
+    });
+  }
   const hub = new ChatHub({
     store,
     bus,

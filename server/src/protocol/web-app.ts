@@ -6,8 +6,8 @@ import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 
 /** Where `npm run build:web` writes the app. */
 export const DEFAULT_WEB_DIST = new URL(
-  // From server/src/protocol/, or from its compiled copy in dist/server/src/protocol/.
-  import.meta.url.includes("/dist/server/src/") ? "../../../../web/dist" : "../../../web/dist",
+  // From server/src/protocol/, or from the bundle in dist/ (npm run build).
+  import.meta.url.includes("/server/src/protocol/") ? "../../../web/dist" : "../web/dist",
   import.meta.url,
 ).pathname;
 
