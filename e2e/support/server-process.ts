@@ -54,7 +54,8 @@ export class ServerProcess {
   /** Starts the process and resolves once it listens. */
   async start(): Promise<void> {
     if (this.#child) throw new Error("already running");
-    const child = spawn(process.execPath, ["--import", "tsx", "server/src/main.ts"], {
+    // The bundle npm start runs (built by scripts/e2e.mjs or web-server.mjs).
+    const child = spawn(process.execPath, ["--enable-source-maps", "dist/main.js"], {
       cwd: ROOT,
       env: {
         ...process.env,
