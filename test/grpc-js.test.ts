@@ -1,13 +1,12 @@
-import { join } from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
 import { anyIs, anyUnpack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { type Status, StatusSchema } from "../gen/google/rpc/status_pb.js";
 import { ADMIN_USERNAME, registerAndLogin } from "./support/auth.js";
-import { ROOT, startTestServer, type TestServer } from "./support/server.js";
+import { loadProtoPackage } from "./support/grpc-js-proto.js";
+import { startTestServer, type TestServer } from "./support/server.js";
 
 /** A grpc-js client interceptor that sends `authorization: Bearer <token>` on every call. */
 function bearerMetadata(token: string): grpc.Interceptor {
@@ -95,15 +94,7 @@ type UserServiceConstructor = new (
 ) => UserServiceClient;
 
 function loadClientConstructor(): UserServiceConstructor {
-  const definition = protoLoader.loadSync("switchboard/user/v1/user.proto", {
-    includeDirs: [join(ROOT, "proto"), join(ROOT, "node_modules", "google-proto-files")],
-    keepCase: false,
-    longs: String,
-    enums: String,
-    defaults: true,
-    oneofs: true,
-  });
-  const root = grpc.loadPackageDefinition(definition) as unknown as {
+  const root = loadProtoPackage("switchboard/user/v1/user.proto") as unknown as {
     switchboard: { user: { v1: { UserService: UserServiceConstructor } } };
   };
   return root.switchboard.user.v1.UserService;

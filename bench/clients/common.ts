@@ -1,7 +1,6 @@
-import { join } from "node:path";
 import { createInterface } from "node:readline";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
+import { loadProtoPackage } from "../../test/support/grpc-js-proto.js";
 
 /**
  * Shared by the bench's Node clients. Each client is its own process (the
@@ -89,15 +88,7 @@ export interface GrpcJsUserClient extends grpc.Client {
 
 /** A grpc-js UserService client for `url` (http://host:port). */
 export function grpcJsUserClient(url: string): GrpcJsUserClient {
-  const definition = protoLoader.loadSync("switchboard/user/v1/user.proto", {
-    includeDirs: [join(ROOT, "proto"), join(ROOT, "node_modules", "google-proto-files")],
-    keepCase: false,
-    longs: String,
-    enums: String,
-    defaults: true,
-    oneofs: true,
-  });
-  const loaded = grpc.loadPackageDefinition(definition) as unknown as {
+  const loaded = loadProtoPackage("switchboard/user/v1/user.proto") as unknown as {
     switchboard: {
       user: {
         v1: {

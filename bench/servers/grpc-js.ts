@@ -1,8 +1,7 @@
 import { once } from "node:events";
-import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import type { UserRecord } from "../../server/src/storage/index.js";
+import { loadProtoPackage } from "../../test/support/grpc-js-proto.js";
 import { bump, type Counter, emit, serveControl } from "./control.js";
 import { encodeCursor, openStore } from "./server-modules.js";
 
@@ -18,7 +17,6 @@ import { encodeCursor, openStore } from "./server-modules.js";
  * Environment: PORT, DATA_DIR, MAX_CONCURRENT_STREAMS (optional).
  */
 
-const ROOT = new URL("../../", import.meta.url).pathname;
 const port = Number(process.env.PORT ?? "0");
 const dataDir = process.env.DATA_DIR;
 if (!dataDir) throw new Error("DATA_DIR is required");
@@ -42,15 +40,7 @@ function toUser(record: UserRecord): ApiUser {
   };
 }
 
-const definition = protoLoader.loadSync("switchboard/user/v1/user.proto", {
-  includeDirs: [join(ROOT, "proto"), join(ROOT, "node_modules", "google-proto-files")],
-  keepCase: false,
-  longs: String,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-});
-const loaded = grpc.loadPackageDefinition(definition) as unknown as {
+const loaded = loadProtoPackage("switchboard/user/v1/user.proto") as unknown as {
   switchboard: { user: { v1: { UserService: grpc.ServiceClientConstructor } } };
 };
 const service = loaded.switchboard.user.v1.UserService.service;

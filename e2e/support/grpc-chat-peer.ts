@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
+import { loadProtoPackage } from "../../test/support/grpc-js-proto.js";
 
 /**
  * An independent chat peer: @grpc/grpc-js with @grpc/proto-loader on the
@@ -9,8 +8,6 @@ import * as protoLoader from "@grpc/proto-loader";
  * browser uses. Messages use proto-loader's camelCase names; uint64 ids
  * are strings.
  */
-
-const ROOT = new URL("../../", import.meta.url).pathname;
 
 export interface PeerMessage {
   id: string;
@@ -50,15 +47,7 @@ let clientConstructor:
 
 function chatClientConstructor() {
   if (clientConstructor) return clientConstructor;
-  const definition = protoLoader.loadSync("switchboard/chat/v1/chat.proto", {
-    includeDirs: [join(ROOT, "proto"), join(ROOT, "node_modules", "google-proto-files")],
-    keepCase: false,
-    longs: String,
-    enums: String,
-    defaults: true,
-    oneofs: true,
-  });
-  const root = grpc.loadPackageDefinition(definition) as unknown as {
+  const root = loadProtoPackage("switchboard/chat/v1/chat.proto") as unknown as {
     switchboard: { chat: { v1: { ChatService: typeof clientConstructor } } };
   };
   clientConstructor = root.switchboard.chat.v1.ChatService;

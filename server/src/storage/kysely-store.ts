@@ -174,12 +174,7 @@ class KyselyStore implements Store {
 
   listUsersAfter(afterSeq: number, limit: number, options?: CallOptions): Promise<UserRecord[]> {
     return this.#run(options, async () => {
-      if (!Number.isSafeInteger(afterSeq) || !Number.isSafeInteger(limit) || limit < 0) {
-        throw new RangeError(`listUsersAfter(${afterSeq}, ${limit}): expected safe integers`);
-      }
-      if (limit === 0) {
-        return [];
-      }
+      if (isEmptyPage("listUsersAfter", afterSeq, limit)) return [];
       const rows = await this.#db
         .selectFrom("users")
         .select(USER_COLUMNS)
@@ -376,12 +371,7 @@ class KyselyStore implements Store {
     options?: CallOptions,
   ): Promise<ChatMessageRecord[]> {
     return this.#run(options, async () => {
-      if (!Number.isSafeInteger(afterId) || !Number.isSafeInteger(limit) || limit < 0) {
-        throw new RangeError(`listMessagesAfter(${afterId}, ${limit}): expected safe integers`);
-      }
-      if (limit === 0) {
-        return [];
-      }
+      if (isEmptyPage("listMessagesAfter", afterId, limit)) return [];
       const rows = await this.#db
         .selectFrom("chat_messages")
         .select(CHAT_COLUMNS)
@@ -401,19 +391,7 @@ class KyselyStore implements Store {
     options?: CallOptions,
   ): Promise<ChatMessageRecord[]> {
     return this.#run(options, async () => {
-      if (
-        !Number.isSafeInteger(beforeId) ||
-        beforeId < 0 ||
-        !Number.isSafeInteger(limit) ||
-        limit < 0
-      ) {
-        throw new RangeError(
-          `listMessagesBefore(${beforeId}, ${limit}): expected non-negative safe integers`,
-        );
-      }
-      if (limit === 0) {
-        return [];
-      }
+      if (isEmptyPage("listMessagesBefore", beforeId, limit, 0)) return [];
       const rows = await this.#db
         .selectFrom("chat_messages")
         .select(CHAT_COLUMNS)
@@ -528,6 +506,29 @@ function userValues(user: NewUser) {
     password_hash: user.passwordHash,
     role: user.role ?? "user",
   };
+}
+
+/**
+ * Checks a page request (a cursor and a limit) — a bad one is a caller's bug,
+ * a RangeError — and says whether it asks for nothing (limit 0).
+ */
+function isEmptyPage(
+  method: string,
+  cursor: number,
+  limit: number,
+  minCursor = Number.MIN_SAFE_INTEGER,
+): boolean {
+  if (
+    !Number.isSafeInteger(cursor) ||
+    cursor < minCursor ||
+    !Number.isSafeInteger(limit) ||
+    limit < 0
+  ) {
+    throw new RangeError(
+      `${method}(${cursor}, ${limit}): expected safe integers (cursor ≥ ${minCursor}, limit ≥ 0)`,
+    );
+  }
+  return limit === 0;
 }
 
 function toRecord(row: UserRow): UserRecord {
