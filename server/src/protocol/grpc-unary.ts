@@ -24,6 +24,7 @@ import {
   handlerContext,
   header,
   invokeUnary,
+  nodeHeaders,
   peerOf,
   requestHeaders,
   requestUrl,
@@ -128,15 +129,8 @@ export function grpcUnaryFastPath(options: UnaryFastPathOptions): StreamHandler 
     const respond = (message: Uint8Array | undefined) => {
       call.settle();
       if (stream.destroyed || stream.closed) return;
-      const out: http2.OutgoingHttpHeaders = { ":status": 200 };
-      responseHeader.forEach((value, key) => {
-        out[key] = value;
-      });
-      const trailers: http2.OutgoingHttpHeaders = {};
-      responseTrailer.forEach((value, key) => {
-        trailers[key] = value;
-      });
-      stream.respond(out, { waitForTrailers: true });
+      const trailers = nodeHeaders(responseTrailer);
+      stream.respond(nodeHeaders(responseHeader, { ":status": 200 }), { waitForTrailers: true });
       stream.once("wantTrailers", () => stream.sendTrailers(trailers));
       if (message === undefined) stream.end();
       else stream.end(message);
