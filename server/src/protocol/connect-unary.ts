@@ -18,6 +18,7 @@ import {
   trailerMux,
 } from "@connectrpc/connect/protocol-connect";
 import type { Peer } from "../context.js";
+import { FastHeaders } from "./headers.js";
 import type { Http1Handler, StreamHandler } from "./listener.js";
 import {
   CallLifetime,
@@ -214,10 +215,10 @@ export function connectUnaryFastPath(options: UnaryFastPathOptions): ConnectUnar
     // The call's one AbortController: client gone, deadline, shutdown.
     const call = new CallLifetime(options.shutdownSignal, timeout.timeoutMs);
     x.watch(call);
-    const responseHeader = new Headers({
+    const responseHeader = new FastHeaders({
       [headerContentType]: binary ? contentTypeUnaryProto : contentTypeUnaryJson,
     });
-    const responseTrailer = new Headers();
+    const responseTrailer = new FastHeaders();
     const context = handlerContext(route, call, {
       protocolName: "connect",
       url: x.url,

@@ -17,6 +17,7 @@ import {
   parseTimeout,
   setTrailerStatus,
 } from "@connectrpc/connect/protocol-grpc";
+import { FastHeaders } from "./headers.js";
 import type { StreamHandler } from "./listener.js";
 import {
   CallLifetime,
@@ -112,9 +113,9 @@ export function grpcUnaryFastPath(options: UnaryFastPathOptions): StreamHandler 
       header(headers, GRPC_ACCEPT_ENCODING),
       headerAcceptEncoding,
     );
-    const responseHeader = new Headers({ [headerContentType]: contentTypeProto });
+    const responseHeader = new FastHeaders({ [headerContentType]: contentTypeProto });
     if (compression.response) responseHeader.set(headerEncoding, compression.response.name);
-    const responseTrailer = new Headers({ [headerGrpcStatus]: grpcStatusOk.toString() });
+    const responseTrailer = new FastHeaders({ [headerGrpcStatus]: grpcStatusOk.toString() });
     const input = route.serialization.getI(true);
     const output = route.serialization.getO(true);
 

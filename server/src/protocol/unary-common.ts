@@ -17,6 +17,9 @@ import {
   type MethodSerializationLookup,
 } from "@connectrpc/connect/protocol";
 import type { Peer } from "../context.js";
+import { FastHeaders, type NodeIncomingHeaders } from "./headers.js";
+
+export type { NodeIncomingHeaders } from "./headers.js";
 
 /**
  * What Switchboard's unary fast paths (grpc-unary.ts: gRPC on HTTP/2;
@@ -244,9 +247,6 @@ export function invokeUnary(
   );
 }
 
-/** Node's incoming headers, HTTP/1.1 or HTTP/2 (names in lower case). */
-export type NodeIncomingHeaders = NodeJS.Dict<string | string[] | number>;
-
 /** A request header by its lower-case name (connect's constants are capitalised). */
 export function header(headers: NodeIncomingHeaders, name: string): string | null {
   const value = headers[name];
@@ -256,18 +256,11 @@ export function header(headers: NodeIncomingHeaders, name: string): string | nul
 
 /**
  * The request metadata as connect-node presents it (`nodeHeaderToWebHeader`):
- * every header but the HTTP/2 pseudo-headers.
+ * every header but the HTTP/2 pseudo-headers — as a view of Node's object
+ * that copies nothing unless written to (see headers.ts).
  */
 export function requestHeaders(headers: NodeIncomingHeaders): Headers {
-  const out = new Headers();
-  for (const key in headers) {
-    if (key.charCodeAt(0) === 58 /* ":" */) continue;
-    const value = headers[key];
-    if (value === undefined) continue;
-    if (Array.isArray(value)) for (const v of value) out.append(key, v);
-    else out.append(key, String(value));
-  }
-  return out;
+  return FastHeaders.fromNode(headers);
 }
 
 /** Response headers as connect-node hands them to Node (`webHeaderToNodeHeaders`). */
