@@ -34,8 +34,29 @@ export const kPeer = createContextKey<Peer>(
 /** Set by the request-id interceptor. */
 export const kRequestId = createContextKey<string>("", { description: "request id" });
 
-/** A logger bound to this call (request id, procedure); set by the request-id interceptor. */
-export const kLogger = createContextKey<Logger | undefined>(undefined, {
+/**
+ * A call's logger, bound to fields such as its request id and procedure.
+ * pino's `child()` serialises its bindings at once — microseconds on every
+ * call — and most calls never log, so the child is made on first use.
+ */
+export class CallLogger {
+  #child: Logger | undefined;
+
+  constructor(
+    /** The logger it derives from (and whose level it has). */
+    readonly base: Logger,
+    readonly bindings: Readonly<Record<string, unknown>>,
+  ) {}
+
+  /** `base.child(bindings)`, made once. */
+  get logger(): Logger {
+    if (this.#child === undefined) this.#child = this.base.child(this.bindings);
+    return this.#child;
+  }
+}
+
+/** The call's logger (request id, procedure); set by the request-id interceptor. */
+export const kLogger = createContextKey<CallLogger | undefined>(undefined, {
   description: "call logger",
 });
 

@@ -66,10 +66,11 @@ export function accessLogInterceptor(fallbackLogger: Logger): Interceptor {
       logged = true;
       const values = req.contextValues;
       const callLogger = values.get(kLogger);
-      const logger = callLogger ?? fallbackLogger;
       const level = code !== undefined && SERVER_SIDE.has(code) ? "warn" : "info";
-      // A line nobody will see is not built (LOG_LEVEL above this one).
-      if (!logger.isLevelEnabled(level)) return;
+      // A line nobody will see is not built (LOG_LEVEL above this one), nor
+      // is the call's child logger.
+      if (!(callLogger?.base ?? fallbackLogger).isLevelEnabled(level)) return;
+      const logger = callLogger?.logger ?? fallbackLogger;
       // The call logger (request-id interceptor) is bound to requestId and
       // procedure already; pino's bindings() would re-parse them per call.
       const bound = callLogger !== undefined;

@@ -32,7 +32,7 @@ export function errorInterceptor(logger: Logger): Interceptor {
       // not the server's problem; failures of the server's side are logged
       // with their cause, which the client never sees.
       if (err.cause !== undefined && SERVER_SIDE.has(err.code)) {
-        (values.get(kLogger) ?? logger).error(
+        (values.get(kLogger)?.logger ?? logger).error(
           { err: err.cause, code: Code[err.code], procedure },
           err.rawMessage,
         );
@@ -42,7 +42,7 @@ export function errorInterceptor(logger: Logger): Interceptor {
     // A client cancellation, deadline or shutdown aborts the call's signal;
     // whatever the handler was awaiting rejects with that reason.
     if (signal.aborted) return ConnectError.from(signal.reason);
-    const callLogger = values.get(kLogger) ?? logger;
+    const callLogger = values.get(kLogger)?.logger ?? logger;
     callLogger.error({ err, procedure }, "unexpected error in handler");
     const requestId = values.get(kRequestId);
     if (!requestId) return internal();

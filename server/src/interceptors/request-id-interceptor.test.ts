@@ -31,7 +31,7 @@ function seeingService(seen: { requestId?: string }) {
   return tinyUserService({
     getUser(req, ctx) {
       seen.requestId = ctx.values.get(kRequestId);
-      ctx.values.get(kLogger)?.info("inside the handler");
+      ctx.values.get(kLogger)?.logger.info("inside the handler");
       if (req.id === "missing") throw new ConnectError("user not found", Code.NotFound);
       return { user: { id: req.id } };
     },

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { kLogger, kRequestId } from "../context.js";
+import { CallLogger, kLogger, kRequestId } from "../context.js";
 import { observeStream } from "./observe-stream.js";
 import { procedureOf } from "./procedure.js";
 
@@ -18,7 +18,8 @@ const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
  * of `[A-Za-z0-9._:-]`), so a trace can span a proxy or another service;
  * otherwise (absent, too long, odd characters, several values) a fresh UUID —
  * a bad id never fails the call. It is stored as `kRequestId`, and `kLogger`
- * becomes `baseLogger.child({ requestId, procedure })` for everything inside.
+ * becomes `baseLogger.child({ requestId, procedure })` (made on first use)
+ * for everything inside.
  *
  * The id goes back to the caller exactly once per place a client looks
  * (Connect clients merge headers and trailers into an error's metadata, so
@@ -48,7 +49,7 @@ export function requestIdInterceptor(baseLogger: Logger): Interceptor {
     const requestId = offered !== null && SANE_REQUEST_ID.test(offered) ? offered : randomUUID();
     const procedure = procedureOf(req);
     req.contextValues.set(kRequestId, requestId);
-    req.contextValues.set(kLogger, baseLogger.child({ requestId, procedure }));
+    req.contextValues.set(kLogger, new CallLogger(baseLogger, { requestId, procedure }));
 
     let res: Awaited<ReturnType<typeof next>>;
     try {

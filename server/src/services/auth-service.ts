@@ -83,7 +83,8 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
     deps.logger.error({ err }, "AuthService: cannot hash the dummy password");
   });
 
-  const loggerFor = (context: HandlerContext): Logger => context.values.get(kLogger) ?? deps.logger;
+  const loggerFor = (context: HandlerContext): Logger =>
+    context.values.get(kLogger)?.logger ?? deps.logger;
 
   /** Verifies, treating a hash the library cannot read as a mismatch (and logging it). */
   const verify = async (
