@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import type { Redis } from "ioredis";
 import {
   RateLimiterMemory,
@@ -43,10 +43,9 @@ interface Limiter {
   consume(key: string): Promise<RateLimiterRes>;
 }
 
-/** One limit that applies to a call. */
-interface Check {
+/** One limit that may apply to a call. */
+interface Limit {
   readonly limiter: Limiter;
-  readonly key: string;
   /** With the key, the QuotaFailure subject, e.g. `ip:` + `203.0.113.7`. */
   readonly prefix: string;
   readonly description: string;
@@ -137,7 +136,7 @@ export function rateLimitInterceptor(options: RateLimitOptions): Interceptor {
   const register = make("register", limits.register);
 
   // Built once: only the key and the QuotaFailure subject depend on the call.
-  const per = {
+  const per: Record<"user" | "public" | "login" | "register", Limit> = {
     user: {
       limiter: user,
       prefix: "user:",
@@ -160,34 +159,59 @@ export function rateLimitInterceptor(options: RateLimitOptions): Interceptor {
     },
   };
 
+  /**
+   * How one limiter answered: the milliseconds until it allows the call
+   * again when over the limit, else undefined. A limiter failure (not a
+   * rejection) lets the call through and is logged.
+   */
+  const overBy = (
+    result: PromiseSettledResult<unknown>,
+    subject: () => string,
+    values: ContextValues,
+  ): number | undefined => {
+    if (result.status === "fulfilled") return undefined;
+    if (result.reason instanceof RateLimiterRes) return result.reason.msBeforeNext;
+    values
+      .get(kLogger)
+      ?.logger.warn(
+        { err: result.reason, subject: subject() },
+        "rate limiter failed; call allowed",
+      );
+    return undefined;
+  };
+
   return (next) => async (req) => {
     const procedure = procedureOf(req);
-    const ip = req.contextValues.get(kPeer).ip;
-    const auth = req.contextValues.get(kAuth);
-    const checks: Check[] = [auth ? { ...per.user, key: auth.userId } : { ...per.public, key: ip }];
-    if (procedure === LOGIN_PROCEDURE) checks.push({ ...per.login, key: ip });
-    else if (procedure === REGISTER_PROCEDURE) checks.push({ ...per.register, key: ip });
+    const values = req.contextValues;
+    const ip = values.get(kPeer).ip;
+    const auth = values.get(kAuth);
+    const main = auth ? per.user : per.public;
+    const mainKey = auth ? auth.userId : ip;
+    const extra =
+      procedure === LOGIN_PROCEDURE
+        ? per.login
+        : procedure === REGISTER_PROCEDURE
+          ? per.register
+          : undefined;
 
-    const results = await Promise.allSettled(checks.map((c) => c.limiter.consume(c.key)));
-    let worst: { check: Check; msBeforeNext: number } | undefined;
-    results.forEach((result, i) => {
-      const check = checks[i] as Check;
-      if (result.status === "fulfilled") return;
-      if (result.reason instanceof RateLimiterRes) {
-        const { msBeforeNext } = result.reason;
-        if (!worst || msBeforeNext > worst.msBeforeNext) worst = { check, msBeforeNext };
-        return;
-      }
-      req.contextValues
-        .get(kLogger)
-        ?.warn(
-          { err: result.reason, subject: `${check.prefix}${check.key}` },
-          "rate limiter failed; call allowed",
-        );
-    });
-    if (worst) {
-      const { check, msBeforeNext } = worst;
-      throw rateLimited(`${check.prefix}${check.key}`, check.description, msBeforeNext);
+    // Every applicable limit is counted, even when another one rejects.
+    const [mainResult, extraResult] = await Promise.allSettled([
+      main.limiter.consume(mainKey),
+      ...(extra ? [extra.limiter.consume(ip)] : []),
+    ]);
+    const mainOver = overBy(
+      mainResult as PromiseSettledResult<unknown>,
+      () => main.prefix + mainKey,
+      values,
+    );
+    const extraOver =
+      extra && extraResult ? overBy(extraResult, () => extra.prefix + ip, values) : undefined;
+    // The retry delay is the longest of the exceeded limits.
+    if (extra && extraOver !== undefined && (mainOver === undefined || extraOver > mainOver)) {
+      throw rateLimited(`${extra.prefix}${ip}`, extra.description, extraOver);
+    }
+    if (mainOver !== undefined) {
+      throw rateLimited(`${main.prefix}${mainKey}`, main.description, mainOver);
     }
     return next(req);
   };
