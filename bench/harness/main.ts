@@ -30,6 +30,7 @@ import {
   launch,
   ROOT,
   run,
+  SERVER_NODE_FLAGS,
   ServerProc,
   type ServerStats,
   setPinning,
@@ -1005,7 +1006,7 @@ async function startupPhase(
     const server = launch(
       "server",
       process.execPath,
-      ["--enable-source-maps", "dist/main.js"],
+      [...SERVER_NODE_FLAGS, "dist/main.js"],
       30_000,
       env,
     );

@@ -25,6 +25,15 @@ export function pinned(role: "server" | "load", cmd: string, args: string[]): [s
   return ["taskset", ["-c", role === "server" ? pinning.server : pinning.load, cmd, ...args]];
 }
 
+/**
+ * The Node flags `npm start` gives the server (scripts/server-node-flags.json),
+ * given to EVERY server of the bench — Switchboard, grpc-js and bare alike —
+ * so no server is measured with a tuning the others lack.
+ */
+export const SERVER_NODE_FLAGS: readonly string[] = JSON.parse(
+  readFileSync(new URL("../../scripts/server-node-flags.json", import.meta.url), "utf8"),
+) as string[];
+
 const children = new Set<ChildProcess>();
 
 /** Kills every child this runner started that is still running (on exit or crash). */
@@ -127,7 +136,7 @@ export class ServerProc {
   }
 
   /**
-   * Starts `node [nodeFlags] --import tsx <script>` pinned to the server
+   * Starts `node [SERVER_NODE_FLAGS] [nodeFlags] --import tsx <script>` pinned to the server
    * core and waits for its {"type":"ready"} line.
    */
   static async start(
@@ -137,6 +146,7 @@ export class ServerProc {
     options: { nodeFlags?: string[]; timeoutMs?: number } = {},
   ): Promise<ServerProc> {
     const [cmd, args] = pinned("server", process.execPath, [
+      ...SERVER_NODE_FLAGS,
       ...(options.nodeFlags ?? []),
       "--import",
       "tsx",
