@@ -5,6 +5,7 @@ import { RequestInfoSchema } from "../../../gen/google/rpc/error_details_pb.js";
 import { kLogger, kRequestId } from "../context.js";
 import { internal } from "../errors.js";
 import { observeStream } from "./observe-stream.js";
+import { procedureOf } from "./procedure.js";
 
 const SERVER_SIDE: ReadonlySet<Code> = new Set([
   Code.Internal,
@@ -53,7 +54,7 @@ export function errorInterceptor(logger: Logger): Interceptor {
     ]);
   };
   return (next) => async (req) => {
-    const procedure = `${req.method.parent.typeName}/${req.method.name}`;
+    const procedure = procedureOf(req);
     try {
       const res = await next(req);
       if (!res.stream) return res;

@@ -29,6 +29,8 @@ const EDGE_WHITESPACE = /^[\t\n\r ]+|[\t\n\r ]+$/g;
 const HAS_EDGE_WHITESPACE = /^[\t\n\r ]|[\t\n\r ]$/;
 const FORBIDDEN_IN_VALUE = /[\0\r\n]/;
 const NOT_BYTE = /[^\0-\xff]/;
+/** Printable ASCII without spaces at either end: nothing to check or trim (the usual value). */
+const PLAIN_VALUE = /^(?:[!-~](?:[ -~]*[!-~])?)?$/;
 
 /** Node's incoming header object (HTTP/1.1 or HTTP/2; names in lower case). */
 export type NodeIncomingHeaders = NodeJS.Dict<string | string[] | number>;
@@ -47,12 +49,14 @@ function byteString(value: unknown, what: string): string {
 }
 
 function normalizeName(name: unknown, method: string): string {
+  if (typeof name === "string" && LOWER_TOKEN.test(name)) return name;
   const s = byteString(name, "argument");
   if (!TOKEN.test(s)) throw new TypeError(`Headers.${method}: "${s}" is an invalid header name.`);
   return s.toLowerCase();
 }
 
 function normalizeValue(value: unknown, method: string): string {
+  if (typeof value === "string" && PLAIN_VALUE.test(value)) return value;
   const s = byteString(value, "argument").replace(EDGE_WHITESPACE, "");
   if (FORBIDDEN_IN_VALUE.test(s)) {
     throw new TypeError(`Headers.${method}: "${s}" is an invalid header value.`);
