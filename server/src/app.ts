@@ -5,6 +5,7 @@ import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
+import { Health } from "../../gen/health/v1/health_pb.js";
 import { AuthService } from "../../gen/switchboard/auth/v1/auth_pb.js";
 import { ChatService } from "../../gen/switchboard/chat/v1/chat_pb.js";
 import { UserService } from "../../gen/switchboard/user/v1/user_pb.js";
@@ -21,8 +22,9 @@ import { WakeSignal } from "./events/wake-signal.js";
 import { type CallTracker, createCallTracker } from "./interceptors/call-tracker-interceptor.js";
 import { interceptorChain } from "./interceptors/chain.js";
 import { connectUnaryFastPath } from "./protocol/connect-unary.js";
+import { grpcServerStreamFastPath } from "./protocol/grpc-server-stream.js";
 import { grpcUnaryFastPath } from "./protocol/grpc-unary.js";
-import { HealthState } from "./protocol/health.js";
+import { HealthState, healthService } from "./protocol/health.js";
 import {
   createListener,
   type Http1Handler,
@@ -230,11 +232,21 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     };
     const grpc = grpcUnaryFastPath(fastPathOptions);
     const connect = connectUnaryFastPath(fastPathOptions);
+    // Binary gRPC server streams on HTTP/2 too (protocol/grpc-server-stream.ts),
+    // health's Watch included (health is registered on connect's router by
+    // routes.ts with the same implementation).
+    const grpcStreams = config.streamFastPath
+      ? grpcServerStreamFastPath({
+          ...fastPathOptions,
+          services: [...fastPathOptions.services, servedBy(Health, healthService(health))],
+        })
+      : () => false;
     // Once shutdown has begun, Fastify answers every request it routes with
     // 503 (return503OnClosing): calls go back to it, so a client sees the
     // same answer (gRPC: Unavailable) with or without the fast path.
     fastPath = (stream, headers) =>
-      !draining && (grpc(stream, headers) || connect.stream(stream, headers));
+      !draining &&
+      (grpc(stream, headers) || grpcStreams(stream, headers) || connect.stream(stream, headers));
     fastPathHttp1 = (req, res) => !draining && connect.http1(req, res);
   }
 

@@ -39,6 +39,19 @@ describe("loadConfig", () => {
     expect((error as ConfigError).problems).toHaveLength(4);
   });
 
+  it("turns the stream fast path off with STREAM_FAST_PATH=off, and every fast path with UNARY_FAST_PATH=off", () => {
+    expect(loadConfig({})).toMatchObject({ unaryFastPath: true, streamFastPath: true });
+    expect(loadConfig({ STREAM_FAST_PATH: "off" })).toMatchObject({
+      unaryFastPath: true,
+      streamFastPath: false,
+    });
+    expect(loadConfig({ UNARY_FAST_PATH: "off" })).toMatchObject({
+      unaryFastPath: false,
+      streamFastPath: false,
+    });
+    expect(() => loadConfig({ STREAM_FAST_PATH: "maybe" })).toThrow(/STREAM_FAST_PATH: /);
+  });
+
   it("rejects a port out of range", () => {
     expect(() => loadConfig({ PORT: "70000" })).toThrow(/PORT: must be 0\.\.65535/);
   });

@@ -58,6 +58,7 @@ const envSchema = z
     MAX_CONCURRENT_STREAMS: positiveInt(100_000).default(256),
     MAX_OPEN_STREAMS: positiveInt(1_000_000).default(20_000),
     UNARY_FAST_PATH: z.enum(["on", "off"]).default("on"),
+    STREAM_FAST_PATH: z.enum(["on", "off"]).default("on"),
     AUTH_SIGNING_KEY: z.preprocess(
       emptyAsUndefined,
       z
@@ -129,6 +130,14 @@ export interface Config {
    * protocol/connect-unary.ts) instead of connect's generic handler.
    */
   readonly unaryFastPath: boolean;
+  /**
+   * Serve binary gRPC server-streaming calls over HTTP/2 through their fast
+   * path (protocol/grpc-server-stream.ts) instead of connect's generic
+   * handler. STREAM_FAST_PATH=off turns only this one off; UNARY_FAST_PATH=off
+   * turns it off too (every fast path), so "off" still means connect's
+   * handlers for everything.
+   */
+  readonly streamFastPath: boolean;
   readonly auth: {
     /**
      * HMAC key for access tokens. Undefined outside production: a key is then
@@ -219,6 +228,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     maxConcurrentStreams: e.MAX_CONCURRENT_STREAMS,
     maxOpenStreams: e.MAX_OPEN_STREAMS,
     unaryFastPath: e.UNARY_FAST_PATH === "on",
+    streamFastPath: e.UNARY_FAST_PATH === "on" && e.STREAM_FAST_PATH === "on",
     auth: Object.freeze({
       signingKey:
         e.AUTH_SIGNING_KEY === undefined ? undefined : Buffer.from(e.AUTH_SIGNING_KEY, "base64url"),

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, type ServiceImpl } from "@connectrpc/connect";
 import {
   Health,
   type HealthCheckResponse,
@@ -67,7 +67,15 @@ const response = (status: ServingStatus): HealthCheckResponse =>
 
 /** Registers `grpc.health.v1.Health` (Check, Watch, List) backed by `state`. */
 export function registerHealth(router: ConnectRouter, state: HealthState): void {
-  router.service(Health, {
+  router.service(Health, healthService(state));
+}
+
+/**
+ * The `grpc.health.v1.Health` implementation backed by `state` (what
+ * `registerHealth` serves; the gRPC streaming fast path serves its Watch).
+ */
+export function healthService(state: HealthState): ServiceImpl<typeof Health> {
+  return {
     check(req) {
       const status = state.get(req.service);
       if (status === undefined) {
@@ -87,5 +95,5 @@ export function registerHealth(router: ConnectRouter, state: HealthState): void 
         ),
       };
     },
-  });
+  };
 }
