@@ -3,6 +3,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import type { Logger } from "pino";
 import { kAuth, kLogger, kPeer, kRequestId } from "../context.js";
+import { observeStream } from "./observe-stream.js";
 import { procedureOf } from "./procedure.js";
 
 /** The wire protocol of a call. */
@@ -115,28 +116,26 @@ export function accessLogInterceptor(fallbackLogger: Logger): Interceptor {
       log(undefined);
       return res;
     }
-    const output = res.message;
     return {
       ...res,
-      message: (async function* () {
-        let finished = false;
-        try {
-          for await (const message of output) {
-            yield message;
-            // Resumed: the transport took the message and asks for more.
-            messagesSent++;
-          }
-          finished = true;
-        } catch (err) {
+      message: observeStream(res.message, {
+        // The transport took a message and asks for more.
+        onResume: () => {
+          messagesSent++;
+        },
+        onError: (err) => {
           log(codeOf(err, req.signal));
-          throw err;
-        } finally {
-          // No-op after the catch; otherwise the stream either completed or
-          // was abandoned without an error (the consumer stopped reading).
-          if (finished) log(undefined);
-          else log(req.signal.aborted ? codeOf(undefined, req.signal) : Code.Canceled);
-        }
-      })(),
+          return err;
+        },
+        onEnd: (how) => {
+          // After an error it was logged; otherwise the stream either
+          // completed or was abandoned (the consumer stopped reading).
+          if (how === "done") log(undefined);
+          else if (how === "return") {
+            log(req.signal.aborted ? codeOf(undefined, req.signal) : Code.Canceled);
+          }
+        },
+      }),
     };
   };
 }
