@@ -390,10 +390,15 @@ class ServerStreamCall {
 
   /** One message as one envelope: serialized (writeMaxBytes), compressed when big enough. */
   #encode(message: Message): Buffer | Promise<Buffer> {
-    const data = this.#route.output.serialize(message);
+    const shared = Object.isFrozen(message)
+      ? frozenMessage(message, this.#route.output)
+      : undefined;
+    const data = shared?.data ?? this.#route.output.serialize(message);
     const compression = this.#compression;
     if (compression === null || data.byteLength < this.#serving.compressMinBytes) {
-      return envelope(0, data);
+      if (shared === undefined) return envelope(0, data);
+      shared.plain ??= envelope(0, data);
+      return shared.plain;
     }
     return compression.compress(data).then((compressed) => envelope(compressedFlag, compressed));
   }
@@ -789,6 +794,30 @@ class RequestMessage implements AsyncIterable<Message>, AsyncIterator<Message> {
     }
     return { done: false, value: this.#serialization.parse(data) };
   }
+}
+
+/**
+ * What is kept of a frozen output message. A handler that yields a frozen
+ * message declares it immutable (frozen all the way down: chat-service's
+ * room events are, being shared by every subscriber of a room), so when the
+ * same object goes to many streams — chat fan-out to every subscriber — it
+ * is serialized once, and its uncompressed envelope built once and written
+ * to each of them. Kept as long as the message object lives.
+ */
+interface FrozenMessage {
+  readonly data: Uint8Array;
+  plain?: Buffer;
+}
+
+const frozenMessages = new WeakMap<Message, FrozenMessage>();
+
+function frozenMessage(message: Message, output: Serialization<Message>): FrozenMessage {
+  let kept = frozenMessages.get(message);
+  if (kept === undefined) {
+    kept = { data: output.serialize(message) };
+    frozenMessages.set(message, kept);
+  }
+  return kept;
 }
 
 function envelope(flags: number, data: Uint8Array): Buffer {

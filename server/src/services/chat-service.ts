@@ -20,6 +20,8 @@ import {
   RoomEventSchema,
   SendAckSchema,
   type SendMessage,
+  type SubscribeResponse,
+  SubscribeResponseSchema,
 } from "../../../gen/switchboard/chat/v1/chat_pb.js";
 import type { ChatLimiter } from "../chat/chat-limiter.js";
 import { ChatReason, hasReason, subscriberTooSlow } from "../chat/errors.js";
@@ -95,6 +97,31 @@ export function toRoomEvent(event: HubEvent): RoomEvent {
   }
 }
 
+/**
+ * The SubscribeResponse of a hub event, made once per event: the hub hands
+ * the same event object to every subscriber of the room, so one response
+ * serves them all. It is frozen, being shared, which also lets the gRPC
+ * stream fast path serialize it once for every stream it goes to.
+ */
+const subscribeResponses = new WeakMap<HubEvent, SubscribeResponse>();
+
+function subscribeResponse(event: HubEvent): SubscribeResponse {
+  let response = subscribeResponses.get(event);
+  if (response === undefined) {
+    response = deepFreeze(create(SubscribeResponseSchema, { event: toRoomEvent(event) }));
+    subscribeResponses.set(event, response);
+  }
+  return response;
+}
+
+/** Freezes `value` and every object under it (typed arrays cannot be frozen and are left). */
+function deepFreeze<T>(value: T): T {
+  if (typeof value !== "object" || value === null || Object.isFrozen(value)) return value;
+  if (ArrayBuffer.isView(value)) return value;
+  for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
+  return Object.freeze(value);
+}
+
 /** The caller from the verified access token (never from the payload). */
 function callerOf(context: HandlerContext): AuthInfo {
   const auth = context.values.get(kAuth);
@@ -161,7 +188,7 @@ export function createChatService(deps: ChatServiceDeps): ServiceImpl<typeof Cha
         signal: context.signal,
         connectionId: newConnectionId(),
       });
-      for await (const event of events) yield { event: toRoomEvent(event) };
+      for await (const event of events) yield subscribeResponse(event);
     },
 
     async send(req, context) {
