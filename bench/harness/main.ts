@@ -83,6 +83,7 @@ function settingsFor(quick: boolean): Settings {
         memoryConnections: 4,
         fanoutSubscribers: [100],
         fanoutMessages: 5,
+        fanoutWarmupMessages: 2,
         startupRuns: 1,
         extraRounds: 0,
         unaryBudgetSeconds: 60,
@@ -106,6 +107,7 @@ function settingsFor(quick: boolean): Settings {
         memoryConnections: 8,
         fanoutSubscribers: [100, 1000],
         fanoutMessages: 30,
+        fanoutWarmupMessages: 5,
         startupRuns: 5,
         extraRounds: 3,
         unaryBudgetSeconds: 300,
@@ -943,6 +945,7 @@ async function fanout(
     token,
     subscribers,
     messages: s.fanoutMessages,
+    warmupMessages: s.fanoutWarmupMessages,
     gapMs: 20,
   });
   const otherCpu = otherCpuMeter(server.pid);

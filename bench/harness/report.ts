@@ -137,7 +137,7 @@ export function renderMarkdown(r: Results): string {
   out.push("## Chat fan-out");
   out.push("");
   out.push(
-    `One sender (ChatService.Send, one at a time), N ChatService.Subscribe streams on one room from one client process; latency = subscriber receive time − Send start, same monotonic clock; ${s.fanoutMessages} messages per N.`,
+    `One sender (ChatService.Send, one at a time, connect-node gRPC client), N ChatService.Subscribe streams on one room from one client process (plain node:http2 gRPC calls, spread over up to 8 connections; a message counts as received when its bytes arrive, then it is decoded and checked); latency = subscriber receive time − Send start, same monotonic clock; ${s.fanoutMessages} measured messages per N after ${s.fanoutWarmupMessages} unmeasured warm-up messages.`,
   );
   out.push("");
   out.push(

@@ -37,6 +37,8 @@ export interface Settings {
   /** Fan-out subscriber counts and messages sent per count. */
   readonly fanoutSubscribers: readonly number[];
   readonly fanoutMessages: number;
+  /** Messages sent first to each room and not measured (cold JIT). */
+  readonly fanoutWarmupMessages: number;
   readonly startupRuns: number;
   /**
    * Rows with fewer than `reps` quiet runs (other processes ≤ 10 % of the
