@@ -681,6 +681,58 @@ describe("the gRPC server-streaming fast path answers exactly as connect's gRPC 
     await streamsReleased();
   });
 
+  it("fan-out: every subscriber of a room gets each message's own bytes (a shared, frozen response is serialized once, never reused for the next)", async () => {
+    const room = `diff-fan-${Date.now() % 1e6}`;
+    const client = http2.connect(fast.url);
+    const texts = ["first message", "second, longer message", "third"];
+    const subscriber = () =>
+      new Promise<string[]>((resolve, reject) => {
+        const req = client.request({
+          ":method": "POST",
+          ":path": SUBSCRIBE,
+          "content-type": "application/grpc",
+          te: "trailers",
+          ...authed(),
+        });
+        let buffered = Buffer.alloc(0);
+        const got: string[] = [];
+        req.on("data", (chunk: Buffer) => {
+          buffered = Buffer.concat([buffered, chunk]);
+          while (buffered.length >= 5 && buffered.length >= 5 + buffered.readUInt32BE(1)) {
+            const bytes = buffered.subarray(5, 5 + buffered.readUInt32BE(1));
+            buffered = buffered.subarray(5 + bytes.length);
+            const kind = fromBinary(SubscribeResponseSchema, bytes).event?.kind;
+            if (kind?.case !== "message") continue;
+            got.push(kind.value.text);
+            if (got.length === texts.length) {
+              req.close(http2.constants.NGHTTP2_CANCEL);
+              resolve(got);
+            }
+          }
+        });
+        req.on("error", reject);
+        req.end(envelope(subscribe(room)));
+      });
+    const subscribers = [subscriber(), subscriber(), subscriber()];
+    await expect.poll(() => fast.app.hub.stats().subscribers).toBe(3);
+    for (const [i, text] of texts.entries()) {
+      const sent = await rawCall(fast.url, {
+        path: SEND,
+        body: envelope(
+          toBinary(
+            SendRequestSchema,
+            create(SendRequestSchema, { room, clientMsgId: `fan-${i}`, text }),
+          ),
+        ),
+        headers: { authorization: `Bearer ${other.accessToken}` },
+      });
+      expect(statusOf(sent)).toBe("0");
+    }
+    for (const got of await Promise.all(subscribers)) expect(got).toEqual(texts);
+    client.close();
+    await expect.poll(() => fast.app.hub.stats().subscribers).toBe(0);
+  });
+
   it("a stream the client does not read holds the handler back (backpressure), then completes", async () => {
     const ids = Array.from({ length: 1000 }, () => session.userId);
     let reads = 0;
