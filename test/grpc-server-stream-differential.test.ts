@@ -733,7 +733,12 @@ describe("the gRPC server-streaming fast path answers exactly as connect's gRPC 
     await expect.poll(() => fast.app.hub.stats().subscribers).toBe(0);
   });
 
-  it("a stream the client does not read holds the handler back (backpressure), then completes", async () => {
+  /**
+   * A GetUserStream of 1000 ids on a fast-path server that accepts them,
+   * from a client that does not read (a 1 KiB window); `reads()` counts the
+   * store reads of the seeded user since. Restores the store on `done()`.
+   */
+  async function pausedUserStream() {
     const ids = Array.from({ length: 1000 }, () => session.userId);
     let reads = 0;
     const realGetUser = diff.store.getUser;
@@ -743,23 +748,36 @@ describe("the gRPC server-streaming fast path answers exactly as connect's gRPC 
     };
     // 1000 ids do not fit in the corpus servers' MAX_MESSAGE_BYTES.
     const roomy = await diff.start("on", { MAX_MESSAGE_BYTES: String(1 << 20) });
+    const client = http2.connect(roomy.url, { settings: { initialWindowSize: 1024 } });
+    const stream = client.request({
+      ":method": "POST",
+      ":path": GET_USER_STREAM,
+      "content-type": "application/grpc",
+      te: "trailers",
+      ...authed(),
+    });
+    stream.pause();
+    stream.end(envelope(userStream(...ids)));
+    return {
+      roomy,
+      client,
+      stream,
+      reads: () => reads,
+      done: () => {
+        client.close();
+        diff.store.getUser = realGetUser;
+      },
+    };
+  }
+
+  it("a stream the client does not read holds the handler back (backpressure), then completes", async () => {
+    const { stream, reads, done } = await pausedUserStream();
     try {
-      const client = http2.connect(roomy.url, { settings: { initialWindowSize: 1024 } });
-      const stream = client.request({
-        ":method": "POST",
-        ":path": GET_USER_STREAM,
-        "content-type": "application/grpc",
-        te: "trailers",
-        ...authed(),
-      });
-      stream.pause();
-      stream.end(envelope(userStream(...ids)));
-      await expect.poll(() => reads).toBeGreaterThan(0);
+      await expect.poll(reads).toBeGreaterThan(0);
       await new Promise((resolve) => setTimeout(resolve, 300));
-      const whilePaused = reads;
       // A window of 1 KiB and the stream's write buffer hold a few hundred
       // bytes of ~130-byte messages: far fewer than 1000 were produced.
-      expect(whilePaused).toBeLessThan(400);
+      expect(reads()).toBeLessThan(400);
       const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) =>
         stream.on("trailers", resolve),
       );
@@ -768,46 +786,27 @@ describe("the gRPC server-streaming fast path answers exactly as connect's gRPC 
       stream.resume();
       expect((await trailers)["grpc-status"]).toBe("0");
       await new Promise((resolve) => stream.on("close", resolve));
-      client.close();
       expect(split(Buffer.concat(chunks)).messages).toHaveLength(1000);
-      expect(reads).toBe(1000);
+      expect(reads()).toBe(1000);
     } finally {
-      diff.store.getUser = realGetUser;
+      done();
     }
   });
 
   it("a client that stops reading and then resets: the handler is stopped and the stream released", async () => {
-    const ids = Array.from({ length: 1000 }, () => session.userId);
-    let reads = 0;
-    const realGetUser = diff.store.getUser;
-    diff.store.getUser = (id, options) => {
-      if (id === session.userId) reads++;
-      return realGetUser.call(diff.store, id, options);
-    };
-    const roomy = await diff.start("on", { MAX_MESSAGE_BYTES: String(1 << 20) });
+    const { roomy, stream, reads, done } = await pausedUserStream();
     try {
-      const client = http2.connect(roomy.url, { settings: { initialWindowSize: 1024 } });
-      const stream = client.request({
-        ":method": "POST",
-        ":path": GET_USER_STREAM,
-        "content-type": "application/grpc",
-        te: "trailers",
-        ...authed(),
-      });
-      stream.pause();
-      stream.end(envelope(userStream(...ids)));
       await expect.poll(() => roomy.app.calls.openStreams()).toBe(1);
-      await expect.poll(() => reads).toBeGreaterThan(0);
+      await expect.poll(reads).toBeGreaterThan(0);
       await new Promise((resolve) => setTimeout(resolve, 200));
       stream.close(http2.constants.NGHTTP2_CANCEL);
       await expect.poll(() => roomy.app.calls.openStreams()).toBe(0);
-      const atReset = reads;
+      const atReset = reads();
       await new Promise((resolve) => setTimeout(resolve, 200));
-      expect(reads).toBeLessThanOrEqual(atReset + 1);
-      expect(reads).toBeLessThan(400);
-      client.close();
+      expect(reads()).toBeLessThanOrEqual(atReset + 1);
+      expect(reads()).toBeLessThan(400);
     } finally {
-      diff.store.getUser = realGetUser;
+      done();
     }
   });
 
