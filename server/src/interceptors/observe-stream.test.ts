@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { observeStream } from "./observe-stream.js";
+import { observeStream, type StreamHooks } from "./observe-stream.js";
 
 /** A producer that records what happened to it. */
 function producer(items: number[], failAfter?: number) {
@@ -82,5 +82,78 @@ describe("observeStream", () => {
       "wrapped no iterator",
     );
     expect(log).toEqual(["error no iterator", "end error"]);
+  });
+
+  describe("wrapped again (the interceptor chain): one iterator, the nested wrappers' hook order", () => {
+    /** The nested async generators observeStream replaced, as the reference. */
+    async function* reference<T>(
+      messages: AsyncIterable<T>,
+      hooks: StreamHooks,
+    ): AsyncGenerator<T> {
+      try {
+        for await (const m of messages) {
+          yield m;
+          hooks.onResume?.();
+        }
+      } catch (err) {
+        throw hooks.onError ? hooks.onError(err) : err;
+      } finally {
+        hooks.onEnd?.("done");
+      }
+    }
+    const layered = (log: string[], name: string): StreamHooks => ({
+      onResume: () => log.push(`${name} resume`),
+      onError: (err) => {
+        log.push(`${name} error ${(err as Error).message}`);
+        return new Error(`${name}(${(err as Error).message})`);
+      },
+      onEnd: () => log.push(`${name} end`),
+    });
+    type Wrap = (m: AsyncIterable<number>, h: StreamHooks) => AsyncIterable<number>;
+    const scenario = async (wrap: Wrap, items: number[], failAfter?: number, stopAt?: number) => {
+      const p = producer(items, failAfter);
+      let stream: AsyncIterable<number> = p.messages;
+      for (const name of ["inner", "middle", "outer"]) stream = wrap(stream, layered(p.log, name));
+      try {
+        for await (const m of stream) {
+          p.log.push(`got ${m}`);
+          if (m === stopAt) break;
+        }
+      } catch (err) {
+        p.log.push(`threw ${(err as Error).message}`);
+      }
+      // The reference's onEnd cannot say how; compare the order only.
+      return p.log.map((line) => line.replace(/ end.*$/, " end"));
+    };
+
+    it("completes, fails and stops as three nested generators do", async () => {
+      const ours: Wrap = (m, h) => observeStream(m, h);
+      const theirs: Wrap = (m, h) => reference(m, h);
+      for (const [items, failAfter, stopAt] of [
+        [[1, 2, 3], undefined, undefined],
+        [[1, 2, 3], 2, undefined],
+        [[1, 2, 3], 0, undefined],
+        [[1, 2, 3], undefined, 2],
+        [[], undefined, undefined],
+      ] as const) {
+        expect(await scenario(ours, [...items], failAfter, stopAt)).toEqual(
+          await scenario(theirs, [...items], failAfter, stopAt),
+        );
+      }
+    });
+
+    it("the stream it wrapped is used up; one already being read is wrapped, not merged", async () => {
+      const p = producer([1, 2]);
+      const inner = observeStream(p.messages, {});
+      const outer = observeStream(inner, {});
+      await expect(inner.next()).rejects.toThrow("wrapped again");
+      expect(await outer.next()).toEqual({ done: false, value: 1 });
+
+      const q = producer([1, 2]);
+      const read = observeStream(q.messages, {});
+      expect(await read.next()).toEqual({ done: false, value: 1 });
+      const around = observeStream(read, {});
+      expect(await around.next()).toEqual({ done: false, value: 2 });
+    });
   });
 });

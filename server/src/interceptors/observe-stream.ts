@@ -32,27 +32,49 @@ export interface StreamHooks {
   readonly onEnd?: (how: "done" | "error" | "return") => void;
 }
 
-/** Wraps `messages` with `hooks`. */
+/**
+ * Wraps `messages` with `hooks`. Wrapping a stream this function returned,
+ * before anyone read it, gives ONE iterator with both sets of hooks (the
+ * interceptor chain wraps a stream once per layer; one layer per message is
+ * cheaper than five), called in the order the nested wrappers would call
+ * them: resumptions outermost first; errors, ends and returns innermost
+ * first, each layer's `onError` seeing what the inner one returned. The
+ * inner iterator is then used up: reading it throws.
+ */
 export function observeStream<T>(
   messages: AsyncIterable<T>,
   hooks: StreamHooks,
 ): AsyncIterableIterator<T> {
-  return new ObservedStream(messages, hooks);
+  if (messages instanceof ObservedStream) {
+    const merged = (messages as ObservedStream<T>).mergeWith(hooks);
+    if (merged) return merged;
+  }
+  return new ObservedStream(messages, [hooks]);
 }
 
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
 
 class ObservedStream<T> implements AsyncIterableIterator<T> {
   readonly #messages: AsyncIterable<T>;
-  readonly #hooks: StreamHooks;
+  /** Innermost first. */
+  readonly #hooks: readonly StreamHooks[];
   #iterator: AsyncIterator<T> | undefined;
   /** A message was handed out; the next `next()` resumes the stream. */
   #took = false;
   #ended = false;
+  /** An outer observeStream took this one over (see `mergeWith`). */
+  #merged = false;
 
-  constructor(messages: AsyncIterable<T>, hooks: StreamHooks) {
+  constructor(messages: AsyncIterable<T>, hooks: readonly StreamHooks[]) {
     this.#messages = messages;
     this.#hooks = hooks;
+  }
+
+  /** This stream with `outer` hooks added, if nothing has read it yet; it is then used up. */
+  mergeWith(outer: StreamHooks): ObservedStream<T> | undefined {
+    if (this.#iterator !== undefined || this.#ended || this.#merged) return undefined;
+    this.#merged = true;
+    return new ObservedStream(this.#messages, [...this.#hooks, outer]);
   }
 
   [Symbol.asyncIterator](): AsyncIterableIterator<T> {
@@ -60,10 +82,15 @@ class ObservedStream<T> implements AsyncIterableIterator<T> {
   }
 
   next(): Promise<IteratorResult<T>> {
+    if (this.#merged)
+      return Promise.reject(
+        new Error("observeStream: this stream was wrapped again; read the wrapper"),
+      );
     if (this.#ended) return Promise.resolve(DONE);
     if (this.#took) {
       this.#took = false;
-      this.#hooks.onResume?.();
+      const hooks = this.#hooks;
+      for (let i = hooks.length - 1; i >= 0; i--) hooks[i]?.onResume?.();
     }
     let pending: Promise<IteratorResult<T>>;
     try {
@@ -89,12 +116,14 @@ class ObservedStream<T> implements AsyncIterableIterator<T> {
   }
 
   async return(): Promise<IteratorResult<T>> {
+    if (this.#merged)
+      throw new Error("observeStream: this stream was wrapped again; read the wrapper");
     if (this.#ended) return DONE;
     this.#ended = true;
     try {
       await this.#iterator?.return?.();
     } finally {
-      this.#hooks.onEnd?.("return");
+      for (const hooks of this.#hooks) hooks.onEnd?.("return");
     }
     return DONE;
   }
@@ -102,15 +131,19 @@ class ObservedStream<T> implements AsyncIterableIterator<T> {
   #fail(err: unknown): unknown {
     if (this.#ended) return err;
     this.#ended = true;
-    try {
-      return this.#hooks.onError ? this.#hooks.onError(err) : err;
-    } finally {
-      this.#hooks.onEnd?.("error");
+    let error = err;
+    for (const hooks of this.#hooks) {
+      try {
+        if (hooks.onError) error = hooks.onError(error);
+      } finally {
+        hooks.onEnd?.("error");
+      }
     }
+    return error;
   }
 
   #end(how: "done"): void {
     this.#ended = true;
-    this.#hooks.onEnd?.(how);
+    for (const hooks of this.#hooks) hooks.onEnd?.(how);
   }
 }
