@@ -17,6 +17,7 @@ import { registerAndLogin, type Session } from "./support/auth.js";
 import {
   BUG_ID,
   type Differential,
+  envelope,
   MAX_MESSAGE_BYTES,
   openDifferential,
   SLOW_ID,
@@ -70,13 +71,6 @@ const SUBSCRIBE = "/switchboard.chat.v1.ChatService/Subscribe";
 const HEALTH_WATCH = "/grpc.health.v1.Health/Watch";
 const SEND = "/switchboard.chat.v1.ChatService/Send";
 const UNKNOWN_ID = "00000000-0000-7000-8000-000000000000";
-
-function envelope(bytes: Uint8Array, flags = 0, declaredLength = bytes.byteLength): Buffer {
-  const head = Buffer.alloc(5);
-  head[0] = flags;
-  head.writeUInt32BE(declaredLength, 1);
-  return Buffer.concat([head, bytes]);
-}
 
 const userStream = (...ids: string[]) =>
   toBinary(GetUserStreamRequestSchema, create(GetUserStreamRequestSchema, { ids }));

@@ -18,6 +18,7 @@ import { registerAndLogin, type Session } from "./support/auth.js";
 import {
   BUG_ID,
   type Differential,
+  envelope,
   MAX_MESSAGE_BYTES,
   openDifferential,
   SLOW_ID,
@@ -60,13 +61,6 @@ interface Call {
 const GET_USER = "/switchboard.user.v1.UserService/GetUser";
 const REGISTER = "/switchboard.user.v1.UserService/RegisterUser";
 const LOGIN = "/switchboard.auth.v1.AuthService/Login";
-
-function envelope(bytes: Uint8Array, flags = 0, declaredLength = bytes.byteLength): Buffer {
-  const head = Buffer.alloc(5);
-  head[0] = flags;
-  head.writeUInt32BE(declaredLength, 1);
-  return Buffer.concat([head, bytes]);
-}
 
 const getUser = (id: string) =>
   toBinary(GetUserRequestSchema, create(GetUserRequestSchema, { id }));

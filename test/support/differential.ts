@@ -13,6 +13,17 @@ import { startTestServer, type TestServer, tempDataDir } from "./server.js";
  * wrapper that injects a bug and a read that waits for the call's signal.
  */
 
+/**
+ * One gRPC envelope around `bytes`: the flags byte, then the length, which
+ * may lie (`declaredLength`) to build broken bodies.
+ */
+export function envelope(bytes: Uint8Array, flags = 0, declaredLength = bytes.byteLength): Buffer {
+  const head = Buffer.alloc(5);
+  head[0] = flags;
+  head.writeUInt32BE(declaredLength, 1);
+  return Buffer.concat([head, bytes]);
+}
+
 /** The largest message both servers accept. */
 export const MAX_MESSAGE_BYTES = 2048;
 /** A valid-looking id whose store read throws a TypeError (a bug in the store). */

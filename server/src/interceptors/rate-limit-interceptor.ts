@@ -43,6 +43,9 @@ interface Limiter {
   consume(key: string): Promise<RateLimiterRes>;
 }
 
+/** A limit that applies to a call, and the key it counts the call under. */
+type Check = readonly [Limit, string];
+
 /** One limit that may apply to a call. */
 interface Limit {
   readonly limiter: Limiter;
@@ -166,7 +169,7 @@ export function rateLimitInterceptor(options: RateLimitOptions): Interceptor {
    */
   const overBy = (
     result: PromiseSettledResult<unknown>,
-    subject: () => string,
+    [limit, key]: Check,
     values: ContextValues,
   ): number | undefined => {
     if (result.status === "fulfilled") return undefined;
@@ -174,7 +177,7 @@ export function rateLimitInterceptor(options: RateLimitOptions): Interceptor {
     values
       .get(kLogger)
       ?.logger.warn(
-        { err: result.reason, subject: subject() },
+        { err: result.reason, subject: `${limit.prefix}${key}` },
         "rate limiter failed; call allowed",
       );
     return undefined;
@@ -185,33 +188,23 @@ export function rateLimitInterceptor(options: RateLimitOptions): Interceptor {
     const values = req.contextValues;
     const ip = values.get(kPeer).ip;
     const auth = values.get(kAuth);
-    const main = auth ? per.user : per.public;
-    const mainKey = auth ? auth.userId : ip;
-    const extra =
-      procedure === LOGIN_PROCEDURE
-        ? per.login
-        : procedure === REGISTER_PROCEDURE
-          ? per.register
-          : undefined;
+    const checks: Check[] = [auth ? [per.user, auth.userId] : [per.public, ip]];
+    if (procedure === LOGIN_PROCEDURE) checks.push([per.login, ip]);
+    else if (procedure === REGISTER_PROCEDURE) checks.push([per.register, ip]);
 
     // Every applicable limit is counted, even when another one rejects.
-    const [mainResult, extraResult] = await Promise.allSettled([
-      main.limiter.consume(mainKey),
-      ...(extra ? [extra.limiter.consume(ip)] : []),
-    ]);
-    const mainOver = overBy(
-      mainResult as PromiseSettledResult<unknown>,
-      () => main.prefix + mainKey,
-      values,
+    const results = await Promise.allSettled(
+      checks.map(([limit, key]) => limit.limiter.consume(key)),
     );
-    const extraOver =
-      extra && extraResult ? overBy(extraResult, () => extra.prefix + ip, values) : undefined;
     // The retry delay is the longest of the exceeded limits.
-    if (extra && extraOver !== undefined && (mainOver === undefined || extraOver > mainOver)) {
-      throw rateLimited(`${extra.prefix}${ip}`, extra.description, extraOver);
+    let worst: { check: Check; ms: number } | undefined;
+    for (const [i, check] of checks.entries()) {
+      const ms = overBy(results[i] as PromiseSettledResult<unknown>, check, values);
+      if (ms !== undefined && (!worst || ms > worst.ms)) worst = { check, ms };
     }
-    if (mainOver !== undefined) {
-      throw rateLimited(`${main.prefix}${mainKey}`, main.description, mainOver);
+    if (worst) {
+      const [limit, key] = worst.check;
+      throw rateLimited(`${limit.prefix}${key}`, limit.description, worst.ms);
     }
     return next(req);
   };

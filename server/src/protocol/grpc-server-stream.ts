@@ -10,7 +10,6 @@ import {
   Code,
   ConnectError,
   type ContextValues,
-  createServiceImplSpec,
   type HandlerContext,
   type Interceptor,
   type MethodImplSpec,
@@ -22,6 +21,8 @@ import {
   compressedFlag,
   compressionNegotiate,
   createMethodSerializationLookup,
+  type EnvelopedMessage,
+  envelopeDecompress,
   type Serialization,
 } from "@connectrpc/connect/protocol";
 import {
@@ -31,16 +32,24 @@ import {
   headerContentType,
   headerEncoding,
   headerGrpcStatus,
-  headerTimeout,
   parseContentType,
   parseTimeout,
   setTrailerStatus,
 } from "@connectrpc/connect/protocol-grpc";
 import type { Peer } from "../context.js";
+import {
+  CONTENT_TYPE,
+  envelope,
+  GRPC_ACCEPT_ENCODING,
+  GRPC_ENCODING,
+  GRPC_TIMEOUT,
+  HEADER_PREFIX_BYTES,
+} from "./grpc-envelope.js";
 import { FastHeaders } from "./headers.js";
 import type { StreamHandler } from "./listener.js";
 import {
   CallLifetime,
+  DEFAULT_COMPRESS_MIN_BYTES,
   errorFromResetCode,
   header,
   nodeHeaders,
@@ -48,6 +57,7 @@ import {
   requestHeaders,
   requestUrl,
   type ServedService,
+  servedMethods,
   toConnectError,
   type UnaryFastPathOptions,
 } from "./unary-common.js";
@@ -134,13 +144,6 @@ interface Serving {
 type Message = MessageShape<DescMessage>;
 type AnyFn = Parameters<Interceptor>[0];
 
-const HEADER_PREFIX_BYTES = 5;
-// Node hands over request headers in lower case; connect's names are
-// capitalised ("Grpc-Timeout"), which only its Headers objects ignore.
-const CONTENT_TYPE = headerContentType.toLowerCase();
-const GRPC_TIMEOUT = headerTimeout.toLowerCase();
-const GRPC_ENCODING = headerEncoding.toLowerCase();
-const GRPC_ACCEPT_ENCODING = headerAcceptEncoding.toLowerCase();
 const METHOD_KIND = "server-streaming";
 const EMPTY = Buffer.alloc(0);
 
@@ -152,7 +155,7 @@ const EMPTY = Buffer.alloc(0);
 export function grpcServerStreamFastPath(options: UnaryFastPathOptions): StreamHandler {
   const serving: Serving = {
     readMaxBytes: options.readMaxBytes,
-    compressMinBytes: options.compressMinBytes ?? 1024,
+    compressMinBytes: options.compressMinBytes ?? DEFAULT_COMPRESS_MIN_BYTES,
     acceptCompression: [...options.acceptCompression],
     interceptors: [...options.interceptors],
     contextValues: options.contextValues,
@@ -181,21 +184,20 @@ function streamRoutes(
   limits: { readonly readMaxBytes: number; readonly writeMaxBytes: number },
 ): ReadonlyMap<string, StreamRoute> {
   const routes = new Map<string, StreamRoute>();
-  for (const { service, impl } of services) {
-    const serviceSpec = createServiceImplSpec(service, impl);
-    for (const method of service.methods) {
-      if (method.methodKind !== "server_streaming") continue;
-      const spec = serviceSpec.methods[method.localName];
-      if (spec?.kind !== "server_streaming") continue;
-      const serialization = createMethodSerializationLookup(method, undefined, undefined, limits);
-      routes.set(`/${service.typeName}/${method.name}`, {
-        spec,
-        method: spec.method,
-        service,
-        input: serialization.getI(true),
-        output: serialization.getO(true),
-      });
-    }
+  for (const { path, spec, service } of servedMethods(services, "server_streaming")) {
+    const serialization = createMethodSerializationLookup(
+      spec.method,
+      undefined,
+      undefined,
+      limits,
+    );
+    routes.set(path, {
+      spec,
+      method: spec.method,
+      service,
+      input: serialization.getI(true),
+      output: serialization.getO(true),
+    });
   }
   return routes;
 }
@@ -590,11 +592,6 @@ class NormalizedOutput implements AsyncIterable<Message>, AsyncIterator<Message>
   }
 }
 
-interface Envelope {
-  readonly flags: number;
-  readonly data: Uint8Array;
-}
-
 interface Pending {
   readonly resolve: (result: IteratorResult<Message>) => void;
   readonly reject: (error: unknown) => void;
@@ -627,7 +624,7 @@ class RequestMessage implements AsyncIterable<Message>, AsyncIterator<Message> {
   /** The prefix of the envelope being received (flags, length), once its 5 bytes are in. */
   #flags = -1;
   #length = 0;
-  #envelopes: Envelope[] = [];
+  #envelopes: EnvelopedMessage[] = [];
   #pending: Pending | undefined;
 
   constructor(
@@ -700,7 +697,7 @@ class RequestMessage implements AsyncIterable<Message>, AsyncIterator<Message> {
   readonly #onData = (chunk: Buffer) => {
     this.#chunks.push(chunk);
     this.#buffered += chunk.byteLength;
-    const split: Envelope[] = [];
+    const split: EnvelopedMessage[] = [];
     for (;;) {
       if (this.#flags < 0) {
         if (this.#buffered < HEADER_PREFIX_BYTES) break;
@@ -781,17 +778,8 @@ class RequestMessage implements AsyncIterable<Message>, AsyncIterator<Message> {
     }
   }
 
-  async #parse(env: Envelope): Promise<IteratorResult<Message>> {
-    let data = env.data;
-    if ((env.flags & compressedFlag) === compressedFlag) {
-      if (this.#compression === null) {
-        throw new ConnectError(
-          "received compressed envelope, but do not know how to decompress",
-          Code.Internal,
-        );
-      }
-      data = await this.#compression.decompress(data, this.#readMaxBytes);
-    }
+  async #parse(env: EnvelopedMessage): Promise<IteratorResult<Message>> {
+    const { data } = await envelopeDecompress(env, this.#compression, this.#readMaxBytes);
     return { done: false, value: this.#serialization.parse(data) };
   }
 }
@@ -818,12 +806,4 @@ function frozenMessage(message: Message, output: Serialization<Message>): Frozen
     frozenMessages.set(message, kept);
   }
   return kept;
-}
-
-function envelope(flags: number, data: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(HEADER_PREFIX_BYTES + data.byteLength);
-  out[0] = flags;
-  out.writeUInt32BE(data.byteLength, 1);
-  out.set(data, HEADER_PREFIX_BYTES);
-  return out;
 }

@@ -1,9 +1,10 @@
 import http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
-  type Compression,
   compressedFlag,
   compressionNegotiate,
+  type EnvelopedMessage,
+  envelopeDecompress,
 } from "@connectrpc/connect/protocol";
 import {
   contentTypeProto,
@@ -12,11 +13,18 @@ import {
   headerContentType,
   headerEncoding,
   headerGrpcStatus,
-  headerTimeout,
   parseContentType,
   parseTimeout,
   setTrailerStatus,
 } from "@connectrpc/connect/protocol-grpc";
+import {
+  CONTENT_TYPE,
+  envelope,
+  GRPC_ACCEPT_ENCODING,
+  GRPC_ENCODING,
+  GRPC_TIMEOUT,
+  HEADER_PREFIX_BYTES,
+} from "./grpc-envelope.js";
 import { FastHeaders } from "./headers.js";
 import type { StreamHandler } from "./listener.js";
 import {
@@ -72,14 +80,6 @@ import {
  * Everything else — gRPC+JSON, streaming methods, gRPC-Web, Connect, HTTP/1.1,
  * unknown paths — returns `false` and goes to connect's handlers unchanged.
  */
-
-const HEADER_PREFIX_BYTES = 5;
-// Node hands over request headers in lower case; connect's names are
-// capitalised ("Grpc-Timeout"), which only its Headers objects ignore.
-const CONTENT_TYPE = headerContentType.toLowerCase();
-const GRPC_TIMEOUT = headerTimeout.toLowerCase();
-const GRPC_ENCODING = headerEncoding.toLowerCase();
-const GRPC_ACCEPT_ENCODING = headerAcceptEncoding.toLowerCase();
 
 /**
  * Builds the fast path for the unary methods of `options.services`: takes
@@ -161,9 +161,9 @@ export function grpcUnaryFastPath(options: UnaryFastPathOptions): StreamHandler 
       ),
     });
 
-    const invoke = async (first: Envelope) => {
+    const invoke = async (first: EnvelopedMessage) => {
       const message = input.parse(
-        await decompress(first, compression.request, limits.readMaxBytes),
+        (await envelopeDecompress(first, compression.request, limits.readMaxBytes)).data,
       );
       let data = output.serialize(await invokeUnary(route, context, message, interceptors));
       let flags = 0;
@@ -189,13 +189,13 @@ export function grpcUnaryFastPath(options: UnaryFastPathOptions): StreamHandler 
       // the stream's trailing problems (a second message, an incomplete
       // envelope) are reported.
       if (error !== undefined || second !== undefined) {
-        decompress(first, compression.request, limits.readMaxBytes)
-          .then((bytes) => {
-            input.parse(bytes);
-            if (second) return decompress(second, compression.request, limits.readMaxBytes);
+        envelopeDecompress(first, compression.request, limits.readMaxBytes)
+          .then(({ data }) => {
+            input.parse(data);
+            if (second) return envelopeDecompress(second, compression.request, limits.readMaxBytes);
           })
-          .then((bytes) => {
-            if (bytes) input.parse(bytes);
+          .then((env) => {
+            if (env) input.parse(env.data);
             throw (
               error ??
               new ConnectError(
@@ -217,11 +217,6 @@ export function grpcUnaryFastPath(options: UnaryFastPathOptions): StreamHandler 
   }
 }
 
-interface Envelope {
-  readonly flags: number;
-  readonly data: Uint8Array;
-}
-
 /**
  * Reads a unary request body: at most two envelopes (a second is an error
  * once it is complete), each checked against `readMaxBytes` as soon as its
@@ -232,13 +227,17 @@ interface Envelope {
 function readUnaryBody(
   stream: http2.ServerHttp2Stream,
   readMaxBytes: number,
-  done: (error: ConnectError | undefined, first?: Envelope, second?: Envelope) => void,
+  done: (
+    error: ConnectError | undefined,
+    first?: EnvelopedMessage,
+    second?: EnvelopedMessage,
+  ) => void,
 ): void {
   const chunks: Buffer[] = [];
   let buffered = 0;
-  let first: Envelope | undefined;
+  let first: EnvelopedMessage | undefined;
   let finished = false;
-  const finish = (error: ConnectError | undefined, second?: Envelope) => {
+  const finish = (error: ConnectError | undefined, second?: EnvelopedMessage) => {
     if (finished) return;
     finished = true;
     stream.off("data", onData);
@@ -263,7 +262,7 @@ function readUnaryBody(
         return false;
       }
       if (buffered < HEADER_PREFIX_BYTES + length) return true;
-      const env: Envelope = {
+      const env: EnvelopedMessage = {
         flags: head[0] as number,
         data: head.subarray(HEADER_PREFIX_BYTES, HEADER_PREFIX_BYTES + length),
       };
@@ -293,27 +292,4 @@ function readUnaryBody(
   };
   stream.on("data", onData);
   stream.on("end", onEnd);
-}
-
-async function decompress(
-  env: Envelope,
-  compression: Compression | null,
-  readMaxBytes: number,
-): Promise<Uint8Array> {
-  if ((env.flags & compressedFlag) !== compressedFlag) return env.data;
-  if (!compression) {
-    throw new ConnectError(
-      "received compressed envelope, but do not know how to decompress",
-      Code.Internal,
-    );
-  }
-  return compression.decompress(env.data, readMaxBytes);
-}
-
-function envelope(flags: number, data: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(HEADER_PREFIX_BYTES + data.byteLength);
-  out[0] = flags;
-  out.writeUInt32BE(data.byteLength, 1);
-  out.set(data, HEADER_PREFIX_BYTES);
-  return out;
 }

@@ -56,6 +56,9 @@ export function servedBy<S extends DescService>(service: S, impl: ServiceImpl<S>
   return { service, impl: impl as unknown as Partial<ServiceImpl<DescService>> };
 }
 
+/** connect's default `compressMinBytes`: smaller responses are sent uncompressed. */
+export const DEFAULT_COMPRESS_MIN_BYTES = 1024;
+
 /** The limits and options connect's handlers are configured with. */
 export interface UnaryFastPathOptions {
   /** The services, as `servedBy(Service, impl)` pairs. */
@@ -86,7 +89,7 @@ export function unaryServing(options: UnaryFastPathOptions): UnaryServing {
   const limits = { readMaxBytes: options.readMaxBytes, writeMaxBytes: options.writeMaxBytes };
   return {
     limits,
-    compressMinBytes: options.compressMinBytes ?? 1024,
+    compressMinBytes: options.compressMinBytes ?? DEFAULT_COMPRESS_MIN_BYTES,
     acceptCompression: [...options.acceptCompression],
     interceptors: [...options.interceptors],
     routes: unaryRoutes(options.services, limits),
@@ -102,25 +105,45 @@ export interface UnaryRoute {
   readonly serialization: MethodSerializationLookup<DescMessage, DescMessage>;
 }
 
-/** The unary methods of `services` by request path (`/package.Service/Method`). */
+/**
+ * The implemented methods of one kind of `services`, each with its request
+ * path (`/package.Service/Method`) and connect's implementation spec.
+ */
+export function* servedMethods<K extends MethodImplSpec["kind"]>(
+  services: readonly ServedService[],
+  kind: K,
+): Generator<{
+  readonly path: string;
+  readonly spec: MethodImplSpec & { kind: K };
+  readonly service: DescService;
+}> {
+  for (const { service, impl } of services) {
+    const serviceSpec = createServiceImplSpec(service, impl);
+    for (const method of service.methods) {
+      const spec = serviceSpec.methods[method.localName];
+      if (spec?.kind !== kind) continue;
+      yield {
+        path: `/${service.typeName}/${method.name}`,
+        spec: spec as MethodImplSpec & { kind: K },
+        service,
+      };
+    }
+  }
+}
+
+/** The unary methods of `services` by request path. */
 export function unaryRoutes(
   services: readonly ServedService[],
   limits: { readonly readMaxBytes: number; readonly writeMaxBytes: number },
 ): ReadonlyMap<string, UnaryRoute> {
   const routes = new Map<string, UnaryRoute>();
-  for (const { service, impl } of services) {
-    const serviceSpec = createServiceImplSpec(service, impl);
-    for (const method of service.methods) {
-      if (method.methodKind !== "unary") continue;
-      const spec = serviceSpec.methods[method.localName];
-      if (spec?.kind !== "unary") continue;
-      routes.set(`/${service.typeName}/${method.name}`, {
-        spec,
-        method,
-        service,
-        serialization: createMethodSerializationLookup(method, undefined, undefined, limits),
-      });
-    }
+  for (const { path, spec, service } of servedMethods(services, "unary")) {
+    routes.set(path, {
+      spec,
+      method: spec.method,
+      service,
+      serialization: createMethodSerializationLookup(spec.method, undefined, undefined, limits),
+    });
   }
   return routes;
 }
