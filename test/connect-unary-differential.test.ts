@@ -267,13 +267,13 @@ describe("the Connect unary fast path answers exactly as connect's Connect handl
 
   beforeAll(async () => {
     diff = await openDifferential();
-    connect = await diff.start("off");
-    fast = await diff.start("on");
+    connect = await diff.start("connect");
+    fast = await diff.start("engine");
     const { paths } = await ensureCerts({ dir: await tempDataDir() });
     ca = await readFile(paths.caCert);
     const tls = { TLS_CERT: paths.serverCert, TLS_KEY: paths.serverKey };
-    connectTls = await diff.start("off", tls);
-    fastTls = await diff.start("on", tls);
+    connectTls = await diff.start("connect", tls);
+    fastTls = await diff.start("engine", tls);
     session = await registerAndLogin(connect.url);
     expired = await diff.expiredToken(session);
   });

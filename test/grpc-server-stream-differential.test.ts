@@ -217,8 +217,8 @@ describe("the gRPC server-streaming fast path answers exactly as connect's gRPC 
 
   beforeAll(async () => {
     diff = await openDifferential();
-    connect = await diff.start("off");
-    fast = await diff.start("on");
+    connect = await diff.start("connect");
+    fast = await diff.start("engine");
     session = await registerAndLogin(connect.url);
     other = await registerAndLogin(connect.url, { username: `other${Date.now() % 1e6}` });
     expired = await diff.expiredToken(session);
@@ -741,7 +741,7 @@ describe("the gRPC server-streaming fast path answers exactly as connect's gRPC 
       return realGetUser.call(diff.store, id, options);
     };
     // 1000 ids do not fit in the corpus servers' MAX_MESSAGE_BYTES.
-    const roomy = await diff.start("on", { MAX_MESSAGE_BYTES: String(1 << 20) });
+    const roomy = await diff.start("engine", { MAX_MESSAGE_BYTES: String(1 << 20) });
     const client = http2.connect(roomy.url, { settings: { initialWindowSize: 1024 } });
     const stream = client.request({
       ":method": "POST",
@@ -805,8 +805,8 @@ describe("the gRPC server-streaming fast path answers exactly as connect's gRPC 
   });
 
   it("a rate-limited stream: ResourceExhausted with QuotaFailure and RetryInfo on both", async () => {
-    const limitedConnect = await diff.start("off", { RATE_LIMIT_USER: "2/60" });
-    const limitedFast = await diff.start("on", { RATE_LIMIT_USER: "2/60" });
+    const limitedConnect = await diff.start("connect", { RATE_LIMIT_USER: "2/60" });
+    const limitedFast = await diff.start("engine", { RATE_LIMIT_USER: "2/60" });
     const call = (server: TestServer) =>
       rawCall(server.url, {
         path: GET_USER_STREAM,
@@ -890,10 +890,10 @@ describe("the gRPC server-streaming fast path answers exactly as connect's gRPC 
 describe("shutdown during a gRPC server stream, with and without the fast path", () => {
   // Shutdown closes the store, so each server gets a store of its own (and
   // users of its own): the answers are compared but for the message bytes.
-  async function answerDuringShutdown(fastPath: "on" | "off"): Promise<Answer> {
+  async function answerDuringShutdown(engine: "engine" | "connect"): Promise<Answer> {
     const own = await openDifferential();
     try {
-      const server = await own.start(fastPath);
+      const server = await own.start(engine);
       const user = await registerAndLogin(server.url, { username: "shutdown" });
       let closing: Promise<void> | undefined;
       const answer = await rawCall(server.url, {
@@ -914,8 +914,8 @@ describe("shutdown during a gRPC server stream, with and without the fast path",
   }
 
   it("ends an open WatchUsers with the same Unavailable trailers", async () => {
-    const a = await answerDuringShutdown("off");
-    const b = await answerDuringShutdown("on");
+    const a = await answerDuringShutdown("connect");
+    const b = await answerDuringShutdown("engine");
     expect(statusOf(a)).toBe("14");
     expect(a.trailers["grpc-message"]).toBe("server%20is%20shutting%20down");
     expect(a.messages).toHaveLength(1);

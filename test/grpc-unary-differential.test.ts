@@ -174,8 +174,8 @@ describe("the gRPC unary fast path answers exactly as connect's gRPC handler", (
 
   beforeAll(async () => {
     diff = await openDifferential();
-    connect = await diff.start("off");
-    fast = await diff.start("on");
+    connect = await diff.start("connect");
+    fast = await diff.start("engine");
     session = await registerAndLogin(connect.url);
     // The same Login on the fast server, so both servers' login limits
     // (per IP, 3/60) start their window together: the rate-limited answers

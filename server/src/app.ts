@@ -5,10 +5,6 @@ import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
-import { Health } from "../../gen/health/v1/health_pb.js";
-import { AuthService } from "../../gen/switchboard/auth/v1/auth_pb.js";
-import { ChatService } from "../../gen/switchboard/chat/v1/chat_pb.js";
-import { UserService } from "../../gen/switchboard/user/v1/user_pb.js";
 import { hashPassword, verifyPassword } from "./auth/passwords.js";
 import { accessPolicy } from "./auth/policy.js";
 import { createTokenService, loadSigningKey } from "./auth/tokens.js";
@@ -21,20 +17,11 @@ import { contextValuesFor } from "./context.js";
 import { WakeSignal } from "./events/wake-signal.js";
 import { type CallTracker, createCallTracker } from "./interceptors/call-tracker-interceptor.js";
 import { interceptorChain } from "./interceptors/chain.js";
-import { connectUnaryFastPath } from "./protocol/connect-unary.js";
-import { grpcServerStreamFastPath } from "./protocol/grpc-server-stream.js";
-import { grpcUnaryFastPath } from "./protocol/grpc-unary.js";
-import { HealthState, healthService } from "./protocol/health.js";
-import {
-  createListener,
-  type Http1Handler,
-  type Listener,
-  type RequestHandler,
-  type StreamHandler,
-} from "./protocol/listener.js";
-import { servedBy } from "./protocol/unary-common.js";
+import { HealthState } from "./protocol/health.js";
 import { DEFAULT_WEB_DIST, registerWebApp } from "./protocol/web-app.js";
 import { appServices, routes } from "./routes.js";
+import { createEngine, type Engine } from "./rpc/engine.js";
+import { createListener, type Listener, type RequestHandler } from "./rpc/listener.js";
 import { createAuthService } from "./services/auth-service.js";
 import { createChatService } from "./services/chat-service.js";
 import { createUserService } from "./services/user-service.js";
@@ -139,25 +126,23 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
 
   let listener: Listener | undefined;
   // Set once the services exist (below).
-  let fastPath: StreamHandler | undefined;
-  let fastPathHttp1: Http1Handler | undefined;
-  /** Set when shutdown begins. */
-  let draining = false;
+  let engine: Engine | undefined;
+  const useEngine = config.rpcEngine === "engine";
   const fastify = Fastify({
     loggerInstance: logger,
     // Every call is logged once by the RPC layer, not per HTTP request.
     logController: new LogController({ disableRequestLogging: true }),
-    // One port, every protocol: see protocol/listener.ts.
+    // One port, every protocol: see rpc/listener.ts. The engine gets first
+    // pick of every request; what it leaves (the web app, unknown paths, and
+    // every call once draining began) goes to Fastify.
     serverFactory: (handler) => {
       listener = createListener(handler as RequestHandler, {
         tls: config.tls,
         maxConcurrentStreams: config.maxConcurrentStreams,
-        streamHandler: config.unaryFastPath
-          ? (stream, headers) => fastPath?.(stream, headers) ?? false
+        streamHandler: useEngine
+          ? (stream, headers) => engine?.stream(stream, headers) ?? false
           : undefined,
-        http1Handler: config.unaryFastPath
-          ? (req, res) => fastPathHttp1?.(req, res) ?? false
-          : undefined,
+        http1Handler: useEngine ? (req, res) => engine?.http1(req, res) ?? false : undefined,
       });
       // Fastify only calls listen/close/address on it, which net.Server has.
       return listener.server as http.Server;
@@ -199,55 +184,35 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
           requestRules: appRequestRules,
         });
   const acceptCompression = [compressionGzip, compressionBrotli];
-  await fastify.register(fastifyConnectPlugin, {
-    routes: routes({ userService, authService, chatService, health }),
-    interceptors,
-    // The peer as the socket saw it: rate limits and sessions record it.
-    contextValues: (req) =>
-      contextValuesFor({
-        ip: req.ip,
-        userAgent: String(req.headers["user-agent"] ?? "").slice(0, 256),
-      }),
-    acceptCompression,
-    readMaxBytes: config.maxMessageBytes,
-    writeMaxBytes: config.maxMessageBytes,
-    shutdownSignal: shutdownController.signal,
-  });
-  // Binary gRPC unary calls on HTTP/2 and Connect unary POSTs on HTTP/1.1
-  // and HTTP/2 skip connect's generic handler (same services, interceptors,
-  // limits and signals; see protocol/grpc-unary.ts, protocol/connect-unary.ts).
-  if (config.unaryFastPath) {
-    const fastPathOptions = {
-      services: [
-        servedBy(UserService, userService),
-        servedBy(AuthService, authService),
-        servedBy(ChatService, chatService),
-      ],
+  const rpcRoutes = routes({ userService, authService, chatService, health });
+  if (useEngine) {
+    engine = createEngine({
+      routes: rpcRoutes,
       interceptors,
       contextValues: contextValuesFor,
       acceptCompression,
       readMaxBytes: config.maxMessageBytes,
       writeMaxBytes: config.maxMessageBytes,
       shutdownSignal: shutdownController.signal,
-    };
-    const grpc = grpcUnaryFastPath(fastPathOptions);
-    const connect = connectUnaryFastPath(fastPathOptions);
-    // Binary gRPC server streams on HTTP/2 too (protocol/grpc-server-stream.ts),
-    // health's Watch included (health is registered on connect's router by
-    // routes.ts with the same implementation).
-    const grpcStreams = config.streamFastPath
-      ? grpcServerStreamFastPath({
-          ...fastPathOptions,
-          services: [...fastPathOptions.services, servedBy(Health, healthService(health))],
-        })
-      : () => false;
-    // Once shutdown has begun, Fastify answers every request it routes with
-    // 503 (return503OnClosing): calls go back to it, so a client sees the
-    // same answer (gRPC: Unavailable) with or without the fast path.
-    fastPath = (stream, headers) =>
-      !draining &&
-      (grpc(stream, headers) || grpcStreams(stream, headers) || connect.stream(stream, headers));
-    fastPathHttp1 = (req, res) => !draining && connect.http1(req, res);
+      bodyBudget: config.bodyBudget,
+      logger,
+    });
+  } else {
+    // The reference implementation the engine is tested against.
+    await fastify.register(fastifyConnectPlugin, {
+      routes: rpcRoutes,
+      interceptors,
+      // The peer as the socket saw it: rate limits and sessions record it.
+      contextValues: (req) =>
+        contextValuesFor({
+          ip: req.ip,
+          userAgent: String(req.headers["user-agent"] ?? "").slice(0, 256),
+        }),
+      acceptCompression,
+      readMaxBytes: config.maxMessageBytes,
+      writeMaxBytes: config.maxMessageBytes,
+      shutdownSignal: shutdownController.signal,
+    });
   }
 
   if (await registerWebApp(fastify, deps.webRoot)) {
@@ -256,7 +221,8 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
 
   let shuttingDown: Promise<void> | undefined;
   const shutdown = async () => {
-    draining = true;
+    // New calls go to Fastify from now on, which answers 503 while closing.
+    engine?.drain();
     health.setAllNotServing();
     const closing = fastify.close();
     oneListener.drain();

@@ -39,17 +39,18 @@ describe("loadConfig", () => {
     expect((error as ConfigError).problems).toHaveLength(4);
   });
 
-  it("turns the stream fast path off with STREAM_FAST_PATH=off, and every fast path with UNARY_FAST_PATH=off", () => {
-    expect(loadConfig({})).toMatchObject({ unaryFastPath: true, streamFastPath: true });
-    expect(loadConfig({ STREAM_FAST_PATH: "off" })).toMatchObject({
-      unaryFastPath: true,
-      streamFastPath: false,
+  it("serves RPCs with the engine unless RPC_ENGINE=connect, and refuses other values", () => {
+    expect(loadConfig({})).toMatchObject({ rpcEngine: "engine" });
+    expect(loadConfig({ RPC_ENGINE: "connect" })).toMatchObject({ rpcEngine: "connect" });
+    expect(() => loadConfig({ RPC_ENGINE: "fast" })).toThrow(/RPC_ENGINE: /);
+  });
+
+  it("bounds request bytes being read per connection and per process", () => {
+    expect(loadConfig({}).bodyBudget).toEqual({
+      perConnection: 8 * 1024 * 1024,
+      total: 64 * 1024 * 1024,
     });
-    expect(loadConfig({ UNARY_FAST_PATH: "off" })).toMatchObject({
-      unaryFastPath: false,
-      streamFastPath: false,
-    });
-    expect(() => loadConfig({ STREAM_FAST_PATH: "maybe" })).toThrow(/STREAM_FAST_PATH: /);
+    expect(loadConfig({ BODY_BYTES_TOTAL: "1000" }).bodyBudget.total).toBe(1000);
   });
 
   it("rejects a port out of range", () => {

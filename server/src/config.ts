@@ -57,8 +57,9 @@ const envSchema = z
     MAX_MESSAGE_BYTES: positiveInt(256 * 1024 * 1024).default(4 * 1024 * 1024),
     MAX_CONCURRENT_STREAMS: positiveInt(100_000).default(256),
     MAX_OPEN_STREAMS: positiveInt(1_000_000).default(20_000),
-    UNARY_FAST_PATH: z.enum(["on", "off"]).default("on"),
-    STREAM_FAST_PATH: z.enum(["on", "off"]).default("on"),
+    RPC_ENGINE: z.enum(["engine", "connect"]).default("engine"),
+    BODY_BYTES_PER_CONNECTION: positiveInt(1024 * 1024 * 1024).default(8 * 1024 * 1024),
+    BODY_BYTES_TOTAL: positiveInt(16 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
     AUTH_SIGNING_KEY: z.preprocess(
       emptyAsUndefined,
       z
@@ -125,19 +126,17 @@ export interface Config {
   /** Cap on long-lived streaming calls open at once in this process. */
   readonly maxOpenStreams: number;
   /**
-   * Serve binary gRPC unary calls over HTTP/2 and Connect unary POSTs over
-   * HTTP/1.1 and HTTP/2 through the fast paths (protocol/grpc-unary.ts,
-   * protocol/connect-unary.ts) instead of connect's generic handler.
+   * What serves the RPCs: "engine", Switchboard's protocol engine
+   * (server/src/rpc/), or "connect", connect-fastify — the reference
+   * implementation the engine is tested against.
    */
-  readonly unaryFastPath: boolean;
+  readonly rpcEngine: "engine" | "connect";
   /**
-   * Serve binary gRPC server-streaming calls over HTTP/2 through their fast
-   * path (protocol/grpc-server-stream.ts) instead of connect's generic
-   * handler. STREAM_FAST_PATH=off turns only this one off; UNARY_FAST_PATH=off
-   * turns it off too (every fast path), so "off" still means connect's
-   * handlers for everything.
+   * Request-body bytes the engine holds while reading bodies, per connection
+   * and for the whole process; past either, a call fails with
+   * ResourceExhausted instead of growing the server.
    */
-  readonly streamFastPath: boolean;
+  readonly bodyBudget: { readonly perConnection: number; readonly total: number };
   readonly auth: {
     /**
      * HMAC key for access tokens. Undefined outside production: a key is then
@@ -227,8 +226,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     maxMessageBytes: e.MAX_MESSAGE_BYTES,
     maxConcurrentStreams: e.MAX_CONCURRENT_STREAMS,
     maxOpenStreams: e.MAX_OPEN_STREAMS,
-    unaryFastPath: e.UNARY_FAST_PATH === "on",
-    streamFastPath: e.UNARY_FAST_PATH === "on" && e.STREAM_FAST_PATH === "on",
+    rpcEngine: e.RPC_ENGINE,
+    bodyBudget: { perConnection: e.BODY_BYTES_PER_CONNECTION, total: e.BODY_BYTES_TOTAL },
     auth: Object.freeze({
       signingKey:
         e.AUTH_SIGNING_KEY === undefined ? undefined : Buffer.from(e.AUTH_SIGNING_KEY, "base64url"),

@@ -6,10 +6,9 @@ import type { Session } from "./auth.js";
 import { startTestServer, type TestServer, tempDataDir } from "./server.js";
 
 /**
- * What the differential tests of the unary fast paths
- * (grpc-unary-differential, connect-unary-differential) share: servers
- * built by the same `build` on ONE store and ONE signing key, some with
- * UNARY_FAST_PATH=off (connect's handlers) and some with it on, and a store
+ * What the differential tests of the engine against connect-fastify share:
+ * servers built by the same `build` on ONE store and ONE signing key, some
+ * with RPC_ENGINE=connect (the reference) and some with the engine, and a store
  * wrapper that injects a bug and a read that waits for the call's signal.
  */
 
@@ -44,8 +43,12 @@ export interface Differential {
   readonly slowAborts: SlowAbort[];
   /** Labels the store reads that start from now on (e.g. "connect", "fast"). */
   label(server: string): void;
-  /** Starts a server on the shared store and key; `env` adds to the shared configuration. */
-  start(fastPath: "on" | "off", env?: Record<string, string>): Promise<TestServer>;
+  /**
+   * Starts a server on the shared store and key, served by Switchboard's
+   * engine or by connect-fastify (RPC_ENGINE); `env` adds to the shared
+   * configuration.
+   */
+  start(engine: "engine" | "connect", env?: Record<string, string>): Promise<TestServer>;
   /** An access token for `session` that expired an hour ago, signed with the shared key. */
   expiredToken(session: Session): Promise<string>;
   /** Closes every server started, then the store. */
@@ -86,9 +89,9 @@ export async function openDifferential(): Promise<Differential> {
     label(server) {
       current = server;
     },
-    async start(fastPath, extra = {}) {
+    async start(engine, extra = {}) {
       const server = await startTestServer({
-        env: { ...env, ...extra, UNARY_FAST_PATH: fastPath },
+        env: { ...env, ...extra, RPC_ENGINE: engine },
         dataDir,
         store,
       });

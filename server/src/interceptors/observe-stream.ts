@@ -12,8 +12,8 @@
  * - messages pass through unchanged, in order;
  * - an error from the stream goes through `onError` (whose result is thrown
  *   instead), then `onEnd`;
- * - the stream's end, or the consumer's `return()` (which is passed on, so
- *   the producer's `finally` blocks run), calls `onEnd`;
+ * - the stream's end, or the consumer's `return()` or `throw()` (passed on
+ *   as `return()`, so the producer's `finally` blocks run), calls `onEnd`;
  * - `onEnd` runs once, and after it the iterator only says done.
  */
 export interface StreamHooks {
@@ -126,6 +126,19 @@ class ObservedStream<T> implements AsyncIterableIterator<T> {
       for (const hooks of this.#hooks) hooks.onEnd?.("return");
     }
     return DONE;
+  }
+
+  /**
+   * The consumer failed (the transport could not write a message: the
+   * client is gone): the producer is stopped as by `return()` — its
+   * `finally` blocks run and `onEnd("return")` is called — and `err` is
+   * thrown back, as a generator without a `catch` would. Without this,
+   * connect's `yield*` over this iterator would drop the error at the
+   * delegation and never tell the producer, leaving it open for good.
+   */
+  async throw(err: unknown): Promise<IteratorResult<T>> {
+    await this.return();
+    throw err;
   }
 
   #fail(err: unknown): unknown {

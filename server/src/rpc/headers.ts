@@ -1,5 +1,5 @@
 /**
- * The `Headers` the unary fast paths hand to interceptors and handlers.
+ * The `Headers` the engine hands to interceptors and handlers.
  *
  * Why not `new Headers()`: Node's Headers (undici) runs WebIDL conversions
  * in JavaScript on every call — a character loop over each name and value
@@ -9,7 +9,7 @@
  * chain reads and writes several entries; in the unary profile that was
  * about 10 µs of an 85–130 µs call. No library offers a cheaper Headers, so
  * this is a small one of our own, with the Fetch standard's observable
- * behaviour (pinned against undici's by server/src/protocol/headers.test.ts):
+ * behaviour (pinned against undici's by server/src/rpc/headers.test.ts):
  * - names are case-insensitive and must be HTTP tokens, values are trimmed
  *   of HTTP whitespace and may not contain NUL, CR or LF, and neither may
  *   hold a character above U+00FF (TypeError, as undici throws);

@@ -1,0 +1,165 @@
+import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
+import {
+  compressedFlag,
+  compressionNegotiate,
+  type EnvelopedMessage,
+  envelopeDecompress,
+} from "@connectrpc/connect/protocol";
+import {
+  contentTypeProto,
+  grpcStatusOk,
+  headerAcceptEncoding,
+  headerContentType,
+  headerEncoding,
+  headerGrpcStatus,
+  headerTimeout,
+  parseTimeout,
+  setTrailerStatus,
+} from "@connectrpc/connect/protocol-grpc";
+import { CallLifetime, handlerContext, header, invokeUnary, toConnectError } from "./call.js";
+import type { Http2Exchange } from "./exchange.js";
+import { FastHeaders } from "./headers.js";
+import type { UnaryRoute } from "./route-table.js";
+import type { Serving } from "./serving.js";
+import { ENVELOPE_PREFIX_BYTES, readUnaryEnvelopes } from "./unary-body.js";
+
+/**
+ * The gRPC unary driver: binary (`application/grpc[+proto]`) unary calls
+ * over HTTP/2, served with plain callbacks where connect's gRPC handler runs
+ * a pipeline of async generators (connect 2.1.2,
+ * `protocol-grpc/handler-factory.js`):
+ *
+ *   headers → negotiate compression, parse grpc-timeout → read the body
+ *   (envelope limits as it arrives) → decompress, parse → connect's own
+ *   `invokeUnaryImplementation` with THE interceptor chain → one envelope,
+ *   headers, trailers.
+ *
+ * Same answers as connect's handler (test/grpc-unary-differential.test.ts):
+ * status, messages, `grpc-status-details-bin`, error metadata, headers and
+ * trailers, compression, limits, deadlines and cancellation. Differences, on
+ * purpose: one AbortController per call, not aborted on a normal end; a
+ * Node-refused header resets the stream instead of leaving it hanging.
+ */
+
+const GRPC_TIMEOUT = headerTimeout.toLowerCase();
+const GRPC_ENCODING = headerEncoding.toLowerCase();
+const GRPC_ACCEPT_ENCODING = headerAcceptEncoding.toLowerCase();
+
+/** One message as one envelope (every byte written, so no zero fill). */
+export function envelope(flags: number, data: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(ENVELOPE_PREFIX_BYTES + data.byteLength);
+  out[0] = flags;
+  out.writeUInt32BE(data.byteLength, 1);
+  out.set(data, ENVELOPE_PREFIX_BYTES);
+  return out;
+}
+
+/** Serves one binary gRPC unary call to `route`. */
+export function serveGrpcUnary(
+  serving: Serving,
+  route: UnaryRoute,
+  x: Http2Exchange,
+  url: string,
+  values: ContextValues,
+): void {
+  const { headers } = x;
+  const timeout = parseTimeout(header(headers, GRPC_TIMEOUT), serving.maxTimeoutMs);
+  const compression = compressionNegotiate(
+    serving.acceptCompression,
+    header(headers, GRPC_ENCODING),
+    header(headers, GRPC_ACCEPT_ENCODING),
+    headerAcceptEncoding,
+  );
+  const responseHeader = new FastHeaders({ [headerContentType]: contentTypeProto });
+  if (compression.response) responseHeader.set(headerEncoding, compression.response.name);
+  const responseTrailer = new FastHeaders({ [headerGrpcStatus]: grpcStatusOk.toString() });
+  const input = route.serialization.getI(true);
+  const output = route.serialization.getO(true);
+
+  // The call's one AbortController: client reset, deadline, shutdown.
+  const call = new CallLifetime(
+    serving.shutdownSignal,
+    timeout.error === undefined ? timeout.timeoutMs : undefined,
+  );
+  x.onClose((reason) =>
+    call.abandon(() => reason ?? new ConnectError("the client went away", Code.Canceled)),
+  );
+
+  const respond = (message: Uint8Array | undefined) => {
+    call.settle();
+    if (!x.writable) return;
+    x.respond(200, responseHeader, true);
+    x.end(message, responseTrailer);
+  };
+  const fail = (error: unknown) => {
+    setTrailerStatus(responseTrailer, toConnectError(error));
+    respond(undefined);
+  };
+
+  // Protocol errors in the headers win over anything in the body.
+  const headerError = compression.error ?? timeout.error;
+  if (headerError) {
+    x.body.resume();
+    fail(headerError);
+    return;
+  }
+
+  const context = handlerContext(route, call, {
+    protocolName: "grpc",
+    url,
+    requestHeader: FastHeaders.fromNode(headers),
+    responseHeader,
+    responseTrailer,
+    values,
+  });
+  const parse = async (env: EnvelopedMessage) =>
+    input.parse((await envelopeDecompress(env, compression.request, serving.readMaxBytes)).data);
+
+  const invoke = async (first: EnvelopedMessage) => {
+    const message = await parse(first);
+    let data = output.serialize(await invokeUnary(route, context, message, serving.interceptors));
+    let flags = 0;
+    if (compression.response && data.byteLength >= serving.compressMinBytes) {
+      data = await compression.response.compress(data);
+      flags = compressedFlag;
+    }
+    return envelope(flags, data);
+  };
+
+  readUnaryEnvelopes(x.body, serving.readMaxBytes, x.budget, (error, first, second) => {
+    if (call.done) return; // the client went away while the body arrived
+    if (error !== undefined && first === undefined) return fail(error);
+    if (first === undefined) {
+      return fail(
+        new ConnectError(
+          "protocol error: missing input message for unary method",
+          Code.Unimplemented,
+        ),
+      );
+    }
+    // As in connect: the first message is decompressed and parsed before
+    // the stream's trailing problems (a second message, an incomplete
+    // envelope) are reported.
+    if (error !== undefined || second !== undefined) {
+      parse(first)
+        .then(() => (second ? parse(second) : undefined))
+        .then(() => {
+          throw (
+            error ??
+            new ConnectError(
+              "protocol error: received extra input message for unary method",
+              Code.Unimplemented,
+            )
+          );
+        })
+        .catch(fail)
+        .catch(() => x.reset());
+      return;
+    }
+    // Node refusing a header (e.g. an interceptor set an invalid value)
+    // throws from `respond`: the exchange is reset rather than left hanging.
+    invoke(first)
+      .then(respond, fail)
+      .catch(() => x.reset());
+  });
+}
