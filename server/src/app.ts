@@ -19,6 +19,7 @@ import { LocalPresence, type PresenceTracker } from "./chat/presence.js";
 import type { Config } from "./config.js";
 import { contextValuesFor } from "./context.js";
 import { WakeSignal } from "./events/wake-signal.js";
+import { startStoreProbe } from "./health/store-probe.js";
 import { type CallTracker, createCallTracker } from "./interceptors/call-tracker-interceptor.js";
 import { interceptorChain } from "./interceptors/chain.js";
 import { connectUnaryFastPath } from "./protocol/connect-unary.js";
@@ -79,6 +80,8 @@ export interface App {
 export async function build(config: Config, deps: AppDeps): Promise<App> {
   const { store, logger } = deps;
   const health = new HealthState(appServices.map((s) => s.typeName));
+  // Health follows the store: NOT_SERVING while it cannot be reached.
+  const storeProbe = startStoreProbe({ store, health, logger });
   const userCreated = new WakeSignal();
   const calls = createCallTracker(config.maxOpenStreams);
   const shutdownController = new AbortController();
@@ -277,6 +280,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     await hub.close();
     await bus.close();
     await presence.close();
+    storeProbe.stop();
     await store.close();
     await redis?.quit().catch(() => undefined);
   };
