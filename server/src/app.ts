@@ -18,6 +18,7 @@ import { ChatHub } from "./chat/hub.js";
 import { LocalPresence, type PresenceTracker } from "./chat/presence.js";
 import type { Config } from "./config.js";
 import { contextValuesFor } from "./context.js";
+import { UserCreatedFeed } from "./events/user-created-feed.js";
 import { WakeSignal } from "./events/wake-signal.js";
 import { startStoreProbe } from "./health/store-probe.js";
 import { type CallTracker, createCallTracker } from "./interceptors/call-tracker-interceptor.js";
@@ -140,6 +141,10 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     logger,
   });
 
+  // WatchUsers is live on every instance: registrations go over the bus,
+  // with a periodic catch-up query for when it is down.
+  const userFeed = new UserCreatedFeed({ bus, store, signal: userCreated, logger });
+
   let listener: Listener | undefined;
   // Set once the services exist (below).
   let fastPath: StreamHandler | undefined;
@@ -172,6 +177,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
   const userService = createUserService({
     store,
     userCreated,
+    announceUserCreated: (record) => userFeed.announce(record.seq),
     logger,
     hashPassword: deps.hashPassword ?? hashPassword,
     adminUsernames: config.auth.adminUsernames,
@@ -278,6 +284,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     oneListener.destroyAll();
     await closing;
     await hub.close();
+    userFeed.close();
     await bus.close();
     await presence.close();
     storeProbe.stop();
