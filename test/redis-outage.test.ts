@@ -36,6 +36,7 @@ describe.skipIf(!runnable)(SUITE, () => {
   let two: TestServer;
   let alice: Session;
   let bob: Session;
+  const oneLogs: Array<Record<string, unknown>> = [];
 
   const client = <T extends typeof UserService | typeof ChatService>(
     service: T,
@@ -62,7 +63,7 @@ describe.skipIf(!runnable)(SUITE, () => {
     dataDir = await tempDataDir();
     store = await openStore({ dataDir });
     const env = { REDIS_URL: redis.url };
-    one = await startTestServer({ env, store, dataDir });
+    one = await startTestServer({ env, store, dataDir, logLines: oneLogs });
     two = await startTestServer({ env, store, dataDir });
     alice = await registerAndLogin(one.url, { username: "alice" });
     bob = await registerAndLogin(two.url, { username: "bob" });
@@ -111,6 +112,7 @@ describe.skipIf(!runnable)(SUITE, () => {
       // Redis is optional: degraded, still serving.
       expect(one.app.health.get("")).toBe(ServingStatus.SERVING);
       expect(two.app.health.get("")).toBe(ServingStatus.SERVING);
+      expect(oneLogs.some((l) => l.dependency === "redis" && l.degraded === true)).toBe(true);
     } finally {
       await redis.start();
     }

@@ -20,6 +20,7 @@ import type { Config } from "./config.js";
 import { contextValuesFor } from "./context.js";
 import { UserCreatedFeed } from "./events/user-created-feed.js";
 import { WakeSignal } from "./events/wake-signal.js";
+import { logRedisAvailability } from "./health/redis-availability.js";
 import { startStoreProbe } from "./health/store-probe.js";
 import { type CallTracker, createCallTracker } from "./interceptors/call-tracker-interceptor.js";
 import { interceptorChain } from "./interceptors/chain.js";
@@ -122,6 +123,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
       maxRetriesPerRequest: 1,
     });
     redis.on("error", (err) => logger.warn({ err }, "redis connection error"));
+    logRedisAvailability(redis, logger);
     // Chat fan-out: the store is the source of truth; the bus (Redis pub/sub
     // across instances, or in-process) only wakes the hubs serving a room.
     // Connection names let operators (and tests) tell instances apart in
