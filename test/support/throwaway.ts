@@ -1,4 +1,4 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chown, mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
@@ -101,6 +101,18 @@ export async function startPgCluster(): Promise<PgCluster> {
     "-c max_connections=60",
   ].join(" ");
   let running = false;
+  // Should the test process end without afterAll (a crash, a timeout), the
+  // cluster must not outlive it.
+  const onExit = () => {
+    if (!running) return;
+    const [file, argv] = asPostgres("pg_ctl", ["-D", data, "-m", "immediate", "stop"]);
+    try {
+      execFileSync(file, argv, { stdio: "ignore", timeout: 10_000 });
+    } catch {
+      // Already gone.
+    }
+  };
+  process.once("exit", onExit);
   const cluster: PgCluster = {
     port,
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
@@ -113,6 +125,7 @@ export async function startPgCluster(): Promise<PgCluster> {
       await pgTool("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]);
     },
     async destroy() {
+      process.off("exit", onExit);
       if (running) await cluster.stop().catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
     },
@@ -158,6 +171,8 @@ export interface RedisServer {
 export async function startRedisServer(): Promise<RedisServer> {
   const port = await freePort();
   let child: ChildProcess | undefined;
+  const onExit = () => child?.kill("SIGKILL");
+  process.once("exit", onExit);
   const server: RedisServer = {
     port,
     url: `redis://127.0.0.1:${port}`,
@@ -197,6 +212,7 @@ export async function startRedisServer(): Promise<RedisServer> {
       await exited;
     },
     destroy() {
+      process.off("exit", onExit);
       return server.kill();
     },
   };
