@@ -14,7 +14,10 @@ import { ChatHub } from "./chat/hub.js";
 import { LocalPresence, type PresenceTracker } from "./chat/presence.js";
 import type { Config } from "./config.js";
 import { contextValuesFor } from "./context.js";
+import { UserCreatedFeed } from "./events/user-created-feed.js";
 import { WakeSignal } from "./events/wake-signal.js";
+import { logRedisAvailability } from "./health/redis-availability.js";
+import { startStoreProbe } from "./health/store-probe.js";
 import { type CallTracker, createCallTracker } from "./interceptors/call-tracker-interceptor.js";
 import { interceptorChain } from "./interceptors/chain.js";
 import { HealthState } from "./protocol/health.js";
@@ -66,6 +69,8 @@ export interface App {
 export async function build(config: Config, deps: AppDeps): Promise<App> {
   const { store, logger } = deps;
   const health = new HealthState(appServices.map((s) => s.typeName));
+  // Health follows the store: NOT_SERVING while it cannot be reached.
+  const storeProbe = startStoreProbe({ store, health, logger });
   const userCreated = new WakeSignal();
   const calls = createCallTracker(config.maxOpenStreams);
   const shutdownController = new AbortController();
@@ -105,6 +110,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
       maxRetriesPerRequest: 1,
     });
     redis.on("error", (err) => logger.warn({ err }, "redis connection error"));
+    logRedisAvailability(redis, logger);
     // Chat fan-out: the store is the source of truth; the bus (Redis pub/sub
     // across instances, or in-process) only wakes the hubs serving a room.
     // Connection names let operators (and tests) tell instances apart in
@@ -123,6 +129,10 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     subscriberBuffer: config.chat.subscriberBuffer,
     logger,
   });
+
+  // WatchUsers is live on every instance: registrations go over the bus,
+  // with a periodic catch-up query for when it is down.
+  const userFeed = new UserCreatedFeed({ bus, store, signal: userCreated, logger });
 
   let listener: Listener | undefined;
   // Set once the services exist (below).
@@ -154,6 +164,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
   const userService = createUserService({
     store,
     userCreated,
+    announceUserCreated: (record) => userFeed.announce(record.seq),
     logger,
     hashPassword: deps.hashPassword ?? hashPassword,
     adminUsernames: config.auth.adminUsernames,
@@ -241,8 +252,10 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     oneListener.destroyAll();
     await closing;
     await hub.close();
+    userFeed.close();
     await bus.close();
     await presence.close();
+    storeProbe.stop();
     await store.close();
     await redis?.quit().catch(() => undefined);
   };

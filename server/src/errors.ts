@@ -1,9 +1,11 @@
 import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   BadRequest_FieldViolationSchema,
   BadRequestSchema,
   ErrorInfoSchema,
+  RetryInfoSchema,
 } from "../../gen/google/rpc/error_details_pb.js";
 
 /**
@@ -128,9 +130,24 @@ export function failedPrecondition(message: string, cause?: unknown): ConnectErr
   return new ConnectError(message, Code.FailedPrecondition, undefined, undefined, cause);
 }
 
-/** Unavailable, e.g. the database cannot be reached; `cause` goes to the log only. */
-export function unavailable(message: string, cause?: unknown): ConnectError {
-  return new ConnectError(message, Code.Unavailable, undefined, undefined, cause);
+/**
+ * Unavailable, e.g. the database cannot be reached; `cause` goes to the log
+ * only. With `retryAfterMs`, a `google.rpc.RetryInfo` tells the client when a
+ * retry is worth it.
+ */
+export function unavailable(message: string, cause?: unknown, retryAfterMs?: number): ConnectError {
+  const details =
+    retryAfterMs === undefined
+      ? undefined
+      : [
+          {
+            desc: RetryInfoSchema,
+            value: create(RetryInfoSchema, {
+              retryDelay: durationFromMs(Math.max(0, Math.ceil(retryAfterMs))),
+            }),
+          },
+        ];
+  return new ConnectError(message, Code.Unavailable, undefined, details, cause);
 }
 
 /** Internal with no detail for the caller; `cause` goes to the log only. */

@@ -106,6 +106,8 @@ export interface SpawnedServer {
   readonly logs: Array<Record<string, unknown>>;
   /** Resolves with the exit code (or the signal name) when the process ends. */
   readonly exited: Promise<number | string>;
+  /** Everything the process wrote to stderr so far (crashes land here). */
+  stderr(): string;
 }
 
 /**
@@ -154,5 +156,5 @@ export async function spawnServer(
       reject(new Error(`server exited (${code}) before listening:\n${stderr}`)),
     );
   });
-  return { url, child, logs, exited };
+  return { url, child, logs, exited, stderr: () => stderr };
 }

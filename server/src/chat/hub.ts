@@ -38,7 +38,10 @@ import type { Member, PresenceTracker } from "./presence.js";
  * the snapshot that already lists it). Clients treat joined/left as set
  * operations on top of the snapshot. After a bus resync every subscriber
  * gets a fresh presence snapshot, since joined/left events may have been
- * lost.
+ * lost. When the presence tracker re-announces this instance's connections
+ * after an outage (a restarted Redis lost every key), the hub publishes a
+ * "joined" for each of its members, so every instance's lists are whole
+ * again, and sends its own subscribers a fresh snapshot.
  *
  * Each subscriber's queue of live events is bounded (`subscriberBuffer`):
  * the event that would exceed it ends that subscriber with ResourceExhausted
@@ -366,6 +369,7 @@ export class ChatHub {
   readonly #pendingLeaves = new Set<Promise<void>>();
   readonly #ctx: FeedContext;
   readonly #unsubscribeResync: () => void;
+  readonly #unsubscribeRestored: () => void;
   #liveReads = 0;
   #closed = false;
 
@@ -393,6 +397,8 @@ export class ChatHub {
       },
     };
     this.#unsubscribeResync = this.#bus.onResync(() => this.#resync());
+    this.#unsubscribeRestored =
+      this.#presence.onRestored?.(() => this.#reannounce()) ?? (() => undefined);
   }
 
   /**
@@ -448,6 +454,7 @@ export class ChatHub {
     if (!this.#closed) {
       this.#closed = true;
       this.#unsubscribeResync();
+      this.#unsubscribeRestored();
       for (const feed of [...this.#feeds.values()]) {
         for (const sub of [...feed.subs]) this.#end(sub, hubClosed());
         feed.dispose();
@@ -588,17 +595,47 @@ export class ChatHub {
     });
   }
 
+  /**
+   * The presence tracker wrote this instance's connections again after an
+   * outage (which may have lost every other instance's too, until they do
+   * the same): tell every instance who is here with "joined" events (set
+   * operations for clients, so harmless when already known), and refresh
+   * this instance's subscribers' snapshots, which now include whoever was
+   * re-announced before.
+   */
+  #reannounce(): void {
+    for (const feed of this.#feeds.values()) {
+      const members = new Map<string, Member>();
+      for (const sub of feed.subs) {
+        if (sub.joined && sub.member) members.set(sub.member.userId, sub.member);
+      }
+      for (const member of members.values()) {
+        this.#publish({
+          kind: "joined",
+          room: feed.room,
+          userId: member.userId,
+          username: member.username,
+        });
+      }
+      this.#refreshPresence(feed);
+    }
+  }
+
   /** The bus reconnected: events may be lost, so re-read every room and refresh presence. */
   #resync(): void {
     for (const feed of this.#feeds.values()) {
       feed.wake();
-      this.#presence.members(feed.room).then(
-        (members) => {
-          if (!feed.disposed) feed.deliver({ kind: "presence", room: feed.room, members });
-        },
-        (err: unknown) =>
-          this.#logger.warn({ err, room: feed.room }, "chat presence refresh failed"),
-      );
+      this.#refreshPresence(feed);
     }
+  }
+
+  /** Delivers a fresh presence snapshot of the feed's room to its subscribers. */
+  #refreshPresence(feed: Feed): void {
+    this.#presence.members(feed.room).then(
+      (members) => {
+        if (!feed.disposed) feed.deliver({ kind: "presence", room: feed.room, members });
+      },
+      (err: unknown) => this.#logger.warn({ err, room: feed.room }, "chat presence refresh failed"),
+    );
   }
 }

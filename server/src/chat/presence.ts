@@ -22,6 +22,12 @@ export interface PresenceTracker {
   leave(room: string, member: Member, connectionId: string): Promise<boolean>;
   /** The members of a room, ordered by username. */
   members(room: string): Promise<Member[]>;
+  /**
+   * Shared trackers only: runs `listener` after this instance's connections
+   * were written again following a lost connection (e.g. a Redis restart
+   * that lost every key). Returns an unsubscribe.
+   */
+  onRestored?(listener: () => void): () => void;
   close(): Promise<void>;
 }
 

@@ -281,7 +281,13 @@ export class RedisBus implements Bus {
   }
 }
 
-function connect(redis: string | RedisOptions, overrides: RedisOptions): Redis {
+function connect(redis: string | RedisOptions, options: RedisOptions): Redis {
+  // Reconnect attempts at most half a second apart: after a Redis restart,
+  // wake-ups (and the resync that repairs what was missed) resume quickly.
+  const overrides: RedisOptions = {
+    retryStrategy: (times) => Math.min(times * 50, 500),
+    ...options,
+  };
   return typeof redis === "string"
     ? new Redis(redis, overrides)
     : new Redis({ ...redis, ...overrides });

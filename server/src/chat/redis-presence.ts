@@ -182,8 +182,13 @@ export class RedisPresence implements PresenceTracker {
   /** This instance's connections: room → member → username (what heartbeats refresh). */
   readonly #local = new Map<string, Map<string, string>>();
   readonly #timer: NodeJS.Timeout;
+  readonly #restoredListeners = new Set<() => void>();
   #beating = false;
   #warned = false;
+  /** The connection has been ready at least once. */
+  #wasReady = false;
+  /** The connection was lost after having been ready (an outage: fail fast). */
+  #lost = false;
   #closing: Promise<void> | undefined;
 
   /**
@@ -209,6 +214,9 @@ export class RedisPresence implements PresenceTracker {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       commandTimeout: this.#timeoutMs,
+      // Reconnect attempts at most half a second apart, so a restarted
+      // Redis is noticed (and presence re-announced) quickly.
+      retryStrategy: (times) => Math.min(times * 50, 500),
       ...(options.connectionName === undefined ? {} : { connectionName: options.connectionName }),
     };
     this.#redis =
@@ -221,22 +229,27 @@ export class RedisPresence implements PresenceTracker {
         this.#logger?.warn({ err }, "presence: Redis connection failed");
       }
     });
-    this.#redis.on("ready", () => {
-      this.#warned = false;
+    this.#redis.on("close", () => {
+      if (this.#wasReady) this.#lost = true;
     });
+    this.#redis.on("ready", () => this.#onReady());
     this.#timer = setInterval(() => void this.#heartbeat(), heartbeatMs);
     this.#timer.unref();
   }
 
+  /**
+   * Also when Redis is away (the call then rejects): the connection is
+   * remembered, so the re-announcement after Redis returns counts it.
+   */
   async join(room: string, member: Member, connectionId: string): Promise<boolean> {
     const key = connectionKey(member.userId, connectionId);
-    const first = await this.#eval(JOIN, room, key, userPrefix(member.userId), member.username);
     let conns = this.#local.get(room);
     if (conns === undefined) {
       conns = new Map();
       this.#local.set(room, conns);
     }
     conns.set(key, member.username);
+    const first = await this.#eval(JOIN, room, key, userPrefix(member.userId), member.username);
     return first === 1;
   }
 
@@ -268,6 +281,21 @@ export class RedisPresence implements PresenceTracker {
   }
 
   /**
+   * Listens for re-announcements: after the connection was lost and came
+   * back (a Redis restart may have lost every key), this instance's
+   * connections are written again at once and then `listener` runs, so hubs
+   * can tell the other instances (and re-read `members`). Returns an
+   * unsubscribe.
+   */
+  onRestored(listener: () => void): () => void {
+    const entry = () => listener();
+    this.#restoredListeners.add(entry);
+    return () => {
+      this.#restoredListeners.delete(entry);
+    };
+  }
+
+  /**
    * Stops heartbeats and quits the connection. This instance's connections
    * are not removed: call `leave` for each first for a clean exit; otherwise
    * they expire after `ttlMs`. Idempotent.
@@ -281,8 +309,29 @@ export class RedisPresence implements PresenceTracker {
     return this.#closing;
   }
 
-  /** Refreshes this instance's connections, one script per room. */
-  async #heartbeat(): Promise<void> {
+  #onReady(): void {
+    this.#warned = false;
+    const again = this.#wasReady && this.#lost;
+    this.#wasReady = true;
+    this.#lost = false;
+    if (!again || this.#closing !== undefined) return;
+    void this.#heartbeat(true).then(() => {
+      for (const listener of [...this.#restoredListeners]) {
+        try {
+          listener();
+        } catch (err) {
+          this.#logger?.warn({ err }, "presence: a restore listener threw");
+        }
+      }
+    });
+  }
+
+  /**
+   * Refreshes this instance's connections, one script per room. `force`
+   * (the re-announcement after a reconnect) waits for a running beat.
+   */
+  async #heartbeat(force = false): Promise<void> {
+    while (force && this.#beating) await new Promise((resolve) => setTimeout(resolve, 10));
     if (this.#beating || this.#closing !== undefined || this.#redis.status !== "ready") {
       return;
     }
@@ -324,13 +373,18 @@ export class RedisPresence implements PresenceTracker {
     }
   }
 
-  /** Resolves once the connection is ready, waiting at most the command timeout. */
+  /**
+   * Resolves once the connection is ready. Only the first connection is
+   * waited for (at most the command timeout); once it has been lost, calls
+   * fail at once until it is back, so nothing (a new subscription's history
+   * included) waits on an outage.
+   */
   #ready(): Promise<void> {
     const redis = this.#redis;
     if (redis.status === "ready") {
       return Promise.resolve();
     }
-    if (redis.status === "end" || redis.status === "close") {
+    if (redis.status === "end" || redis.status === "close" || this.#lost) {
       return Promise.reject(new Error(`Redis connection is ${redis.status}`));
     }
     return new Promise((resolve, reject) => {

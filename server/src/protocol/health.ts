@@ -14,10 +14,17 @@ export { ServingStatus };
  * Serving status per service name, as `grpc.health.v1.Health` reports it.
  * The empty name stands for the whole server. Shutdown flips everything to
  * NOT_SERVING so load balancers stop sending new calls.
+ *
+ * A required dependency that is down (`setDependency(name, false)`, e.g. the
+ * store) makes every known service, the server included, report NOT_SERVING
+ * until it is back; the status set per service is kept underneath and
+ * reported again once no dependency is down.
  */
 export class HealthState {
   readonly #status = new Map<string, ServingStatus>();
   readonly #changed = new WakeSignal();
+  /** Required dependencies currently down. */
+  readonly #down = new Set<string>();
 
   /** Registers services as SERVING (the empty name, the server, is always present). */
   constructor(serviceNames: readonly string[]) {
@@ -27,7 +34,25 @@ export class HealthState {
 
   /** The status of a service, or undefined when it is not known. */
   get(service: string): ServingStatus | undefined {
-    return this.#status.get(service);
+    const status = this.#status.get(service);
+    if (status === undefined || this.#down.size === 0) return status;
+    return ServingStatus.NOT_SERVING;
+  }
+
+  /**
+   * Records whether a required dependency (e.g. "store") is reachable. While
+   * any is down, every service reports NOT_SERVING; watchers see each change.
+   */
+  setDependency(name: string, up: boolean): void {
+    if (up === !this.#down.has(name)) return;
+    if (up) this.#down.delete(name);
+    else this.#down.add(name);
+    this.#changed.wake();
+  }
+
+  /** The required dependencies currently down (empty when all are up). */
+  downDependencies(): string[] {
+    return [...this.#down];
   }
 
   /** Sets the status of one known service (or the server, ""). */
@@ -44,7 +69,9 @@ export class HealthState {
 
   /** Every known service and its status. */
   entries(): IterableIterator<[string, ServingStatus]> {
-    return this.#status.entries();
+    return [...this.#status.keys()]
+      .map((name): [string, ServingStatus] => [name, this.get(name)!])
+      [Symbol.iterator]();
   }
 
   /** Yields the status of `service` now and whenever it changes, until `signal` aborts. */
@@ -52,7 +79,7 @@ export class HealthState {
     let last: ServingStatus | undefined;
     for (;;) {
       const version = this.#changed.version;
-      const status = this.#status.get(service) ?? ServingStatus.SERVICE_UNKNOWN;
+      const status = this.get(service) ?? ServingStatus.SERVICE_UNKNOWN;
       if (status !== last) {
         last = status;
         yield status;

@@ -23,6 +23,11 @@ export interface UserServiceDeps {
   readonly store: Store;
   /** Woken after every registration so WatchUsers streams look for new rows. */
   readonly userCreated: WakeSignal;
+  /**
+   * Told of every registration after `userCreated` is woken, e.g. to wake
+   * the other instances' WatchUsers streams (events/user-created-feed.ts).
+   */
+  readonly announceUserCreated?: (record: UserRecord) => void;
   readonly logger: Logger;
   readonly hashPassword: (password: string) => Promise<string>;
   /** Lower-cased usernames that register as admins (configuration: ADMIN_USERNAMES). */
@@ -95,6 +100,7 @@ export function createUserService(deps: UserServiceDeps): ServiceImpl<typeof Use
     };
     const record = await store.createUser(user, { signal });
     userCreated.wake();
+    deps.announceUserCreated?.(record);
     return record;
   };
 

@@ -186,6 +186,16 @@ class KyselyStore implements Store {
     });
   }
 
+  lastUserSeq(options?: CallOptions): Promise<number> {
+    return this.#run(options, async () => {
+      const row = await this.#db
+        .selectFrom("users")
+        .select((eb) => eb.fn.max("seq").as("last"))
+        .executeTakeFirst();
+      return row?.last == null ? 0 : toSeq(row.last);
+    });
+  }
+
   findUserByLogin(login: string, options?: CallOptions): Promise<UserRecord | undefined> {
     return this.#run(options, async () => {
       // lower() on both sides, exactly like the unique indexes, so matching

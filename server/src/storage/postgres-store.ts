@@ -35,6 +35,19 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   pool.on("error", (error) => {
     options.logger?.warn({ err: error, kind: "postgres" }, "idle PostgreSQL connection failed");
   });
+  // The pool listens to a client only while it is idle: one that is checked
+  // out (a query in flight) when its connection drops emits 'error' on
+  // itself, which would crash the process too. The query already fails
+  // (translated to Unavailable) and the pool discards the broken client on
+  // release, so this listener only has to log.
+  pool.on("connect", (client) => {
+    client.on("error", (error) => {
+      options.logger?.warn(
+        { err: error, kind: "postgres" },
+        "PostgreSQL connection failed while in use",
+      );
+    });
+  });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   try {
     const { rows } = await sql<{
@@ -55,6 +68,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   }
   return createKyselyStore({ kind: "postgres", db, translateError: translatePostgresError });
 }
+
+/**
+ * The RetryInfo delay of Unavailable: a restarted server or a replaced
+ * connection usually answers again within about a second.
+ */
+const RETRY_AFTER_MS = 1000;
 
 /** Unique indexes whose violations mean a taken username or email. */
 const UNIQUE_CONSTRAINT_REASONS: ReadonlyMap<string, readonly [Reason, string]> = new Map([
@@ -124,7 +143,7 @@ export function translatePostgresError(error: unknown): ConnectError {
     return failedPrecondition("a referenced record does not exist", error);
   }
   if (isUnavailable(error)) {
-    return unavailable("database is unavailable", error);
+    return unavailable("database is unavailable", error, RETRY_AFTER_MS);
   }
   return internal(error);
 }

@@ -381,6 +381,11 @@ for (const backend of [sqliteBackend(), postgresBackend(pgUnreachable)]) {
       }
     });
 
+    it("reports the largest seq as lastUserSeq", async () => {
+      const created = await store.createUser(newUser("last"));
+      await expect(store.lastUserSeq()).resolves.toBe(created.seq);
+    });
+
     it("gives concurrently created users distinct seq values", async () => {
       const created = await Promise.all(
         Array.from({ length: 20 }, () => store.createUser(newUser("distinct"))),
@@ -494,6 +499,7 @@ for (const backend of [sqliteBackend(), postgresBackend(pgUnreachable)]) {
         store.createUser(user, { signal }),
         store.getUser(user.id, { signal }),
         store.listUsersAfter(0, 10, { signal }),
+        store.lastUserSeq({ signal }),
         store.findUserByLogin(user.username, { signal }),
         store.setUserRole([user.username], "admin", { signal }),
         store.createSession(session, { signal }),

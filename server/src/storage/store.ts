@@ -130,6 +130,8 @@ export interface Store {
    * arguments must be safe integers, `limit >= 0` (otherwise Internal).
    */
   listUsersAfter(afterSeq: number, limit: number, options?: CallOptions): Promise<UserRecord[]>;
+  /** The largest `seq` of any user, 0 when there is none (a cheap "anything new?" check). */
+  lastUserSeq(options?: CallOptions): Promise<number>;
   /**
    * Returns the user whose username OR email equals `login`
    * case-insensitively (SQL `lower()` on both sides, as the unique indexes
