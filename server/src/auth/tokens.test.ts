@@ -366,6 +366,12 @@ describe("loadSigningKey", () => {
     await expect(after.verifyAccessToken(token)).resolves.toEqual({ ...claims });
   });
 
+  it("creates a missing DATA_DIR readable only by the owner (0700)", async () => {
+    const dataDir = join(dir, "fresh");
+    await loadSigningKey({ configured: undefined, dataDir, env: "development" });
+    expect((await stat(dataDir)).mode & 0o777).toBe(0o700);
+  });
+
   it("agrees on one key when several starts race to create it", async () => {
     const keys = await Promise.all(
       Array.from({ length: 8 }, () =>

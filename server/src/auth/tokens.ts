@@ -1,10 +1,11 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { link, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { link, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errors, type JWTPayload, jwtVerify, SignJWT } from "jose";
 import { LRUCache } from "lru-cache";
 import type { AuthInfo } from "../context.js";
 import { Reason, unauthenticated } from "../errors.js";
+import { ensurePrivateDir } from "../storage/private-files.js";
 
 /**
  * Access tokens: short-lived JWTs signed with HMAC-SHA256 under one symmetric
@@ -40,7 +41,8 @@ export interface LoadSigningKeyOptions {
  * The access-token signing key. The configured key when there is one;
  * otherwise (never in production, where every instance must share one
  * configured key) the key stored in `DATA_DIR/auth-signing.key`, generated
- * on first use (32 random bytes, written base64url with mode 0600, so the
+ * on first use (32 random bytes, written base64url with mode 0600 into a
+ * DATA_DIR created 0700 if missing, so the
  * value can be copied into AUTH_SIGNING_KEY later). Tokens therefore survive
  * restarts. Concurrent first starts agree on one key: the file appears
  * atomically and only once.
@@ -62,7 +64,7 @@ export async function loadSigningKey(options: LoadSigningKeyOptions): Promise<Ui
   if (existing !== undefined) {
     return existing;
   }
-  await mkdir(options.dataDir, { recursive: true });
+  await ensurePrivateDir(options.dataDir);
   // Write a private temporary file in full, then hard-link it into place:
   // link() never replaces an existing file, so a concurrent start that got
   // there first wins and everyone reads its key; nobody sees a partial file.
