@@ -250,7 +250,10 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     fastPathHttp1 = (req, res) => !draining && connect.http1(req, res);
   }
 
-  const webApp = { hsts: config.tls !== undefined, ...(deps.webRoot ? { root: deps.webRoot } : {}) };
+  const webApp = {
+    hsts: config.tls !== undefined,
+    ...(deps.webRoot ? { root: deps.webRoot } : {}),
+  };
   if (await registerWebApp(fastify, webApp)) {
     logger.debug({ root: deps.webRoot ?? DEFAULT_WEB_DIST }, "serving the web app");
   }
