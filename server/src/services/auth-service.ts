@@ -135,7 +135,8 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
       accessTokenExpireTime: timestampFromDate(access.expireTime),
       refreshToken,
       refreshTokenExpireTime: timestampFromDate(session.expireTime),
-      user: toUser(user),
+      // The caller's own record: private fields included.
+      user: toUser(user, "private"),
     };
   };
 
