@@ -9,9 +9,11 @@ import { Health } from "../../gen/health/v1/health_pb.js";
 import { AuthService } from "../../gen/switchboard/auth/v1/auth_pb.js";
 import { ChatService } from "../../gen/switchboard/chat/v1/chat_pb.js";
 import { UserService } from "../../gen/switchboard/user/v1/user_pb.js";
+import { createAccessVerifier } from "./auth/access-verifier.js";
 import { hashPassword, verifyPassword } from "./auth/passwords.js";
 import { accessPolicy } from "./auth/policy.js";
-import { createTokenService, loadSigningKey } from "./auth/tokens.js";
+import { LocalRevokedSessions, type RevokedSessions } from "./auth/revoked-sessions.js";
+import { CLOCK_TOLERANCE_SECONDS, createTokenService, loadSigningKey } from "./auth/tokens.js";
 import { type Bus, LocalBus } from "./chat/bus.js";
 import { createChatLimiter } from "./chat/chat-limiter.js";
 import { ChatHub } from "./chat/hub.js";
@@ -86,6 +88,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
   // open call: tens of thousands with many idle streams, by design.
   setMaxListeners(0, shutdownController.signal);
 
+  const accessTtlSeconds = config.auth.accessTokenTtlSeconds;
   const tokens = createTokenService({
     key: await loadSigningKey({
       configured: config.auth.signingKey,
@@ -129,6 +132,18 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
       connectionName: `${redisName}:presence`,
     });
   }
+  // Revoked logins, kept while their access tokens could still be accepted.
+  const revocationRetention = { retentionMs: (accessTtlSeconds + CLOCK_TOLERANCE_SECONDS) * 1000 };
+  const revokedSessions: RevokedSessions =
+    redis !== undefined && config.redisUrl !== undefined
+      ? await (await import("./auth/redis-revoked-sessions.js")).RedisRevokedSessions.open({
+          ...revocationRetention,
+          redis,
+          url: config.redisUrl,
+          logger,
+          connectionName: `switchboard-${process.pid}`,
+        })
+      : new LocalRevokedSessions(revocationRetention);
   const hub = new ChatHub({
     store,
     bus,
@@ -179,6 +194,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     logger,
     refreshTtlSeconds: config.auth.refreshTokenTtlSeconds,
     verifyPassword,
+    revokedSessions,
   });
   const chatService = createChatService({
     store,
@@ -192,7 +208,11 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
       : interceptorChain({
           logger,
           calls,
-          verifyAccessToken: (token) => tokens.verifyAccessToken(token),
+          verifyAccessToken: createAccessVerifier({
+            verifyToken: (token) => tokens.verifyAccessToken(token),
+            revoked: revokedSessions,
+            userExists: async (id) => (await store.getUser(id)) !== undefined,
+          }),
           policy: accessPolicy,
           rateLimits: config.rateLimits,
           redis,
@@ -281,6 +301,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     await hub.close();
     await bus.close();
     await presence.close();
+    await revokedSessions.close();
     await store.close();
     await redis?.quit().catch(() => undefined);
   };

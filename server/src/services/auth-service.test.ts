@@ -219,7 +219,7 @@ describe("AuthService.Login", () => {
     }
   });
 
-  it("issues an access token that verifies with the user's id, name, role and new session", async () => {
+  it("issues an access token that verifies with the user's id, name, role, new session and its family", async () => {
     const res = await login();
     const session = await store.findSessionByTokenHash(hashRefreshToken(res.refreshToken));
     await expect(tokens.verifyAccessToken(res.accessToken)).resolves.toEqual({
@@ -227,6 +227,7 @@ describe("AuthService.Login", () => {
       username: "Ada",
       roles: ["user"],
       sessionId: session!.id,
+      familyId: session!.familyId,
     });
   });
 

@@ -6,6 +6,7 @@ import { v7 as uuidv7 } from "uuid";
 import type { AuthService, LoginResponse } from "../../../gen/switchboard/auth/v1/auth_pb.js";
 import { hashPassword as defaultHashPassword } from "../auth/passwords.js";
 import { hashRefreshToken, newRefreshToken } from "../auth/refresh-tokens.js";
+import type { RevokedSessions } from "../auth/revoked-sessions.js";
 import type { TokenService } from "../auth/tokens.js";
 import { kAuth, kLogger, kPeer, type Peer } from "../context.js";
 import { permissionDenied, Reason, unauthenticated } from "../errors.js";
@@ -30,8 +31,9 @@ import { toUser } from "./user-service.js";
  * Logout revokes only the presented session, not its family: a live session
  * is the only live member of its family anyway, and presenting an older
  * (already rotated) token of one's own is answered as an idempotent success
- * without touching the family. Access tokens already issued stay valid until
- * they expire (they are not checked against the session table).
+ * without touching the family. Logout and theft detection also revoke the
+ * login's access tokens at once (`revokedSessions`, checked by the auth
+ * interceptor on every call): access tokens carry their session family.
  */
 
 /** What the AuthService needs; tests hand in real in-memory ones. */
@@ -43,6 +45,8 @@ export interface AuthServiceDeps {
   readonly refreshTtlSeconds: number;
   /** Checks a password against a stored PHC string (`verifyPassword` from auth/passwords.ts). */
   readonly verifyPassword: (phc: string, password: string) => Promise<boolean>;
+  /** Where Logout and theft detection revoke access tokens (the auth interceptor checks it). */
+  readonly revokedSessions?: RevokedSessions;
   /**
    * Hashes the random dummy password that Login verifies against when no
    * user matches, so both failures cost the same. Must produce hashes like
@@ -129,6 +133,7 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
       username: user.username,
       roles: [user.role],
       sessionId: session.id,
+      familyId: session.familyId,
     });
     return {
       accessToken: access.token,
@@ -152,6 +157,7 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
     peer: Peer,
   ): Promise<never> => {
     const revoked = await store.revokeSessionFamily(session.familyId, now);
+    await deps.revokedSessions?.revoke([session.familyId]);
     log.warn(
       {
         userId: session.userId,
@@ -254,6 +260,9 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
         );
       }
       const revoked = await store.revokeSession(session.id, clock(), { signal: context.signal });
+      // Every access token of this login, including those of its rotated
+      // predecessors, ends now too.
+      await deps.revokedSessions?.revoke([session.familyId, session.id]);
       log.info({ userId: auth.userId, sessionId: session.id, revoked }, "logout");
       return {};
     },
