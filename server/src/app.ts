@@ -195,6 +195,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     refreshTtlSeconds: config.auth.refreshTokenTtlSeconds,
     verifyPassword,
     revokedSessions,
+    refreshRetryGraceSeconds: config.auth.refreshRetryGraceSeconds,
   });
   const chatService = createChatService({
     store,
