@@ -198,7 +198,7 @@ describe("sessions over the wire", () => {
   afterAll(() => server.close());
 
   for (const protocol of ["grpc", "connect"] as const) {
-    it(`rotates on refresh and revokes the family when a rotated token is replayed (${protocol})`, async () => {
+    it(`rotates on refresh, answers a retry with the same successor, and revokes the family when a rotated token is replayed after its successor was used (${protocol})`, async () => {
       const { refreshToken } = await registerAndLogin(server.url);
       const auth = createClient(AuthService, transport(protocol, server.url));
       const first = await auth.refresh({ refreshToken });
@@ -212,10 +212,15 @@ describe("sessions over the wire", () => {
         first.user?.username,
       );
 
+      // Within the grace window a retry gets the same successor; once that
+      // successor has been used, the old token coming back means theft.
+      const retried = await auth.refresh({ refreshToken });
+      expect(retried.refreshToken).toBe(first.refreshToken);
+      const second = await auth.refresh({ refreshToken: first.refreshToken });
       const replay = await rejection(auth.refresh({ refreshToken }));
       expect([replay.code, reason(replay)]).toEqual([Code.Unauthenticated, "REFRESH_TOKEN_REUSED"]);
       // Theft detection: the newest token of the family is dead too.
-      const after = await rejection(auth.refresh({ refreshToken: first.refreshToken }));
+      const after = await rejection(auth.refresh({ refreshToken: second.refreshToken }));
       expect([after.code, reason(after)]).toEqual([Code.Unauthenticated, "REFRESH_TOKEN_INVALID"]);
     });
   }

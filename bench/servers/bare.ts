@@ -31,7 +31,10 @@ const record = await store.getUser(userId);
 await store.close();
 if (!record) throw new Error(`user ${userId} not found in ${dataDir}`);
 const message = Buffer.from(
-  toBinary(GetUserResponseSchema, create(GetUserResponseSchema, { user: toUser(record) })),
+  toBinary(
+    GetUserResponseSchema,
+    create(GetUserResponseSchema, { user: toUser(record, "private") }),
+  ),
 );
 
 function envelope(flags: number, payload: Buffer): Buffer {

@@ -68,7 +68,10 @@ describe("switchboard tokens", () => {
     runCli(["--addr", server.url, ...args], { configDir: dir, ...(input ? { input } : {}) });
 
   beforeAll(async () => {
-    server = await startCliTestServer({ env: { AUTH_SIGNING_KEY: KEY.toString("base64url") } });
+    // No retry window: the reuse test presents the rotated token at once.
+    server = await startCliTestServer({
+      env: { AUTH_SIGNING_KEY: KEY.toString("base64url"), REFRESH_RETRY_GRACE_SECONDS: "0" },
+    });
   });
   afterAll(() => server?.close());
 

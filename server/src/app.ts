@@ -5,9 +5,11 @@ import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
+import { createAccessVerifier } from "./auth/access-verifier.js";
 import { hashPassword, verifyPassword } from "./auth/passwords.js";
 import { accessPolicy } from "./auth/policy.js";
-import { createTokenService, loadSigningKey } from "./auth/tokens.js";
+import { LocalRevokedSessions, type RevokedSessions } from "./auth/revoked-sessions.js";
+import { CLOCK_TOLERANCE_SECONDS, createTokenService, loadSigningKey } from "./auth/tokens.js";
 import { type Bus, LocalBus } from "./chat/bus.js";
 import { createChatLimiter } from "./chat/chat-limiter.js";
 import { ChatHub } from "./chat/hub.js";
@@ -78,6 +80,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
   // open call: tens of thousands with many idle streams, by design.
   setMaxListeners(0, shutdownController.signal);
 
+  const accessTtlSeconds = config.auth.accessTokenTtlSeconds;
   const tokens = createTokenService({
     key: await loadSigningKey({
       configured: config.auth.signingKey,
@@ -122,6 +125,18 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
       connectionName: `${redisName}:presence`,
     });
   }
+  // Revoked logins, kept while their access tokens could still be accepted.
+  const revocationRetention = { retentionMs: (accessTtlSeconds + CLOCK_TOLERANCE_SECONDS) * 1000 };
+  const revokedSessions: RevokedSessions =
+    redis !== undefined && config.redisUrl !== undefined
+      ? await (await import("./auth/redis-revoked-sessions.js")).RedisRevokedSessions.open({
+          ...revocationRetention,
+          redis,
+          url: config.redisUrl,
+          logger,
+          connectionName: `switchboard-${process.pid}`,
+        })
+      : new LocalRevokedSessions(revocationRetention);
   const hub = new ChatHub({
     store,
     bus,
@@ -175,6 +190,8 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     logger,
     refreshTtlSeconds: config.auth.refreshTokenTtlSeconds,
     verifyPassword,
+    revokedSessions,
+    refreshRetryGraceSeconds: config.auth.refreshRetryGraceSeconds,
   });
   const chatService = createChatService({
     store,
@@ -188,7 +205,11 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
       : interceptorChain({
           logger,
           calls,
-          verifyAccessToken: (token) => tokens.verifyAccessToken(token),
+          verifyAccessToken: createAccessVerifier({
+            verifyToken: (token) => tokens.verifyAccessToken(token),
+            revoked: revokedSessions,
+            userExists: async (id) => (await store.getUser(id)) !== undefined,
+          }),
           policy: accessPolicy,
           rateLimits: config.rateLimits,
           redis,
@@ -226,7 +247,11 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     });
   }
 
-  if (await registerWebApp(fastify, deps.webRoot)) {
+  const webApp = {
+    hsts: config.tls !== undefined,
+    ...(deps.webRoot ? { root: deps.webRoot } : {}),
+  };
+  if (await registerWebApp(fastify, webApp)) {
     logger.debug({ root: deps.webRoot ?? DEFAULT_WEB_DIST }, "serving the web app");
   }
 
@@ -256,6 +281,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     await bus.close();
     await presence.close();
     storeProbe.stop();
+    await revokedSessions.close();
     await store.close();
     await redis?.quit().catch(() => undefined);
   };

@@ -72,6 +72,12 @@ const envSchema = z
     ),
     ACCESS_TOKEN_TTL_SECONDS: positiveInt(24 * 3600).default(15 * 60),
     REFRESH_TOKEN_TTL_SECONDS: positiveInt(365 * 24 * 3600).default(30 * 24 * 3600),
+    REFRESH_RETRY_GRACE_SECONDS: z.coerce
+      .number({ error: "must be a number" })
+      .int("must be an integer")
+      .min(0, "must be 0..300")
+      .max(300, "must be 0..300")
+      .default(30),
     ADMIN_USERNAMES: z.string().default(""),
     REDIS_URL: z.preprocess(
       emptyAsUndefined,
@@ -145,6 +151,8 @@ export interface Config {
     readonly signingKey: Buffer | undefined;
     readonly accessTokenTtlSeconds: number;
     readonly refreshTokenTtlSeconds: number;
+    /** How long a rotated refresh token is answered as a retry (0: never). */
+    readonly refreshRetryGraceSeconds: number;
     /** Usernames (lower-cased) that get the admin role. */
     readonly adminUsernames: ReadonlySet<string>;
   };
@@ -233,6 +241,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
         e.AUTH_SIGNING_KEY === undefined ? undefined : Buffer.from(e.AUTH_SIGNING_KEY, "base64url"),
       accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
       refreshTokenTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
+      refreshRetryGraceSeconds: e.REFRESH_RETRY_GRACE_SECONDS,
       adminUsernames: new Set(
         e.ADMIN_USERNAMES.split(",")
           .map((u) => u.trim().toLowerCase())

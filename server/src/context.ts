@@ -23,6 +23,8 @@ export interface AuthInfo {
   readonly roles: readonly string[];
   /** The refresh-token session the access token was issued for. */
   readonly sessionId: string;
+  /** The login (session family) of that session; absent in tokens issued before it was added. */
+  readonly familyId?: string;
 }
 
 /** Set by the HTTP layer for every call. */

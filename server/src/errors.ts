@@ -27,6 +27,8 @@ export const Reason = {
   TOKEN_EXPIRED: "TOKEN_EXPIRED",
   /** The access token is malformed, forged, or not meant for this server. */
   TOKEN_INVALID: "TOKEN_INVALID",
+  /** The access token's session was ended (Logout, refresh-token theft): log in again. */
+  TOKEN_REVOKED: "TOKEN_REVOKED",
   /** The refresh token is unknown or its session was ended (e.g. by Logout). */
   REFRESH_TOKEN_INVALID: "REFRESH_TOKEN_INVALID",
   /** The refresh token's session has expired: log in again. */

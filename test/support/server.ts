@@ -58,6 +58,8 @@ export async function startTestServer(
     hashPassword?: (password: string) => Promise<string>;
     /** Serves this already open store (several servers can share one) instead of opening one. */
     store?: Store;
+    /** Serves the web app from this directory (default: web/dist, when built). */
+    webRoot?: string;
   } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await tempDataDir());
@@ -83,6 +85,7 @@ export async function startTestServer(
     store,
     logger,
     ...(options.hashPassword ? { hashPassword: options.hashPassword } : {}),
+    ...(options.webRoot ? { webRoot: options.webRoot } : {}),
   });
   const url = (await app.listen()).replace("localhost", "127.0.0.1");
   return {

@@ -120,6 +120,14 @@ describe("createTokenService", () => {
     await expect(serviceAt(later(-4)).verifyAccessToken(token)).resolves.toEqual({ ...claims });
   });
 
+  it("refuses a token issued further in the future than the clock tolerance with TOKEN_INVALID", async () => {
+    const { token } = await serviceAt(later(60)).issueAccessToken(claims);
+    await expectReason(serviceAt(t0).verifyAccessToken(token), Reason.TOKEN_INVALID);
+    // Within the tolerance it is a clock difference, not a forgery.
+    const { token: close } = await serviceAt(later(4)).issueAccessToken(claims);
+    await expect(serviceAt(t0).verifyAccessToken(close)).resolves.toEqual({ ...claims });
+  });
+
   it("refuses an expired token with TOKEN_EXPIRED, keeping the library error as cause", async () => {
     const { token } = await tokens.issueAccessToken(claims);
     const err = await expectReason(
@@ -364,6 +372,12 @@ describe("loadSigningKey", () => {
     const after = createTokenService({ key: again, accessTtlSeconds: 60 });
     const { token } = await before.issueAccessToken(claims);
     await expect(after.verifyAccessToken(token)).resolves.toEqual({ ...claims });
+  });
+
+  it("creates a missing DATA_DIR readable only by the owner (0700)", async () => {
+    const dataDir = join(dir, "fresh");
+    await loadSigningKey({ configured: undefined, dataDir, env: "development" });
+    expect((await stat(dataDir)).mode & 0o777).toBe(0o700);
   });
 
   it("agrees on one key when several starts race to create it", async () => {

@@ -1,10 +1,11 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { link, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { link, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errors, type JWTPayload, jwtVerify, SignJWT } from "jose";
 import { LRUCache } from "lru-cache";
 import type { AuthInfo } from "../context.js";
 import { Reason, unauthenticated } from "../errors.js";
+import { ensurePrivateDir } from "../storage/private-files.js";
 
 /**
  * Access tokens: short-lived JWTs signed with HMAC-SHA256 under one symmetric
@@ -27,6 +28,9 @@ const MAX_TOKEN_LENGTH = 8192;
 
 const ALGORITHM = "HS256";
 
+/** Default leeway for `exp`, `iat` and `nbf` between servers' clocks, in seconds. */
+export const CLOCK_TOLERANCE_SECONDS = 5;
+
 /** Options for {@link loadSigningKey}. */
 export interface LoadSigningKeyOptions {
   /** AUTH_SIGNING_KEY, decoded; used as is when given. */
@@ -40,7 +44,8 @@ export interface LoadSigningKeyOptions {
  * The access-token signing key. The configured key when there is one;
  * otherwise (never in production, where every instance must share one
  * configured key) the key stored in `DATA_DIR/auth-signing.key`, generated
- * on first use (32 random bytes, written base64url with mode 0600, so the
+ * on first use (32 random bytes, written base64url with mode 0600 into a
+ * DATA_DIR created 0700 if missing, so the
  * value can be copied into AUTH_SIGNING_KEY later). Tokens therefore survive
  * restarts. Concurrent first starts agree on one key: the file appears
  * atomically and only once.
@@ -62,7 +67,7 @@ export async function loadSigningKey(options: LoadSigningKeyOptions): Promise<Ui
   if (existing !== undefined) {
     return existing;
   }
-  await mkdir(options.dataDir, { recursive: true });
+  await ensurePrivateDir(options.dataDir);
   // Write a private temporary file in full, then hard-link it into place:
   // link() never replaces an existing file, so a concurrent start that got
   // there first wins and everyone reads its key; nobody sees a partial file.
@@ -133,6 +138,8 @@ export interface AccessTokenClaims {
   readonly roles: readonly string[];
   /** The refresh-token session the token is issued for. */
   readonly sessionId: string;
+  /** The login (session family) of that session, written as `fid`; revoked as a whole. */
+  readonly familyId?: string;
 }
 
 /** A signed access token and when it stops being accepted. */
@@ -149,6 +156,7 @@ export interface TokenService {
    * The caller a token identifies. Rejects with Unauthenticated carrying a
    * `google.rpc.ErrorInfo`: reason TOKEN_EXPIRED for a genuine token past
    * `exp` (plus tolerance), TOKEN_INVALID for anything else (bad signature,
+   * `iat` later than now plus the tolerance,
    * wrong algorithm, issuer, audience or type, missing or mistyped claims,
    * not a JWT at all). The library's error is kept as `cause` only.
    */
@@ -162,7 +170,7 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     accessTtlSeconds,
     issuer = "switchboard",
     audience = "switchboard-api",
-    clockToleranceSeconds = 5,
+    clockToleranceSeconds = CLOCK_TOLERANCE_SECONDS,
     now = () => new Date(),
     verifiedCacheSize = 10_000,
   } = options;
@@ -201,6 +209,7 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
         name: claims.username,
         roles: [...claims.roles],
         sid: claims.sessionId,
+        ...(claims.familyId === undefined ? {} : { fid: claims.familyId }),
       })
         .setProtectedHeader({ alg: ALGORITHM, typ: ACCESS_TOKEN_TYPE })
         .setIssuer(issuer)
@@ -242,8 +251,17 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
         }
         throw invalid(error);
       }
-      const { sub, name, roles, sid } = payload;
+      const { sub, name, roles, sid, fid, iat } = payload;
+      // jose checks `iat` only against a maximum age: a token issued later
+      // than any clock difference explains was not issued by us.
       if (
+        typeof iat !== "number" ||
+        iat > Math.floor(now().getTime() / 1000) + clockToleranceSeconds
+      ) {
+        throw invalid(new Error("access token is issued in the future"));
+      }
+      if (
+        (fid !== undefined && (typeof fid !== "string" || fid === "")) ||
         typeof sub !== "string" ||
         sub === "" ||
         typeof name !== "string" ||
@@ -259,6 +277,7 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
         username: name,
         roles: Object.freeze([...roles]),
         sessionId: sid,
+        ...(typeof fid === "string" ? { familyId: fid } : {}),
       });
       // requiredClaims makes jose check that exp is present and numeric.
       verified.set(token, { info, exp: payload.exp as number, nbf: payload.nbf });

@@ -6,6 +6,8 @@ import { v7 as uuidv7 } from "uuid";
 import type { AuthService, LoginResponse } from "../../../gen/switchboard/auth/v1/auth_pb.js";
 import { hashPassword as defaultHashPassword } from "../auth/passwords.js";
 import { hashRefreshToken, newRefreshToken } from "../auth/refresh-tokens.js";
+import type { RevokedSessions } from "../auth/revoked-sessions.js";
+import { openSuccessor, sealSuccessor } from "../auth/successor-box.js";
 import type { TokenService } from "../auth/tokens.js";
 import { kAuth, kLogger, kPeer, type Peer } from "../context.js";
 import { permissionDenied, Reason, unauthenticated } from "../errors.js";
@@ -21,7 +23,13 @@ import { toUser } from "./user-service.js";
  * the successor in the same family, with a fresh expiry (a sliding window: a
  * family lives as long as it is refreshed within REFRESH_TOKEN_TTL_SECONDS).
  * Presenting a rotated token again means two parties hold the chain, so the
- * whole family is revoked.
+ * whole family is revoked — except for a retry: within
+ * {@link REFRESH_RETRY_GRACE_SECONDS} of its rotation, while its successor is
+ * still the family's live, unused session, the rotated token gets the same
+ * successor refresh token again (with a fresh access token for the same
+ * session), so a refresh whose answer was lost, or two tabs refreshing at
+ * once, cost nothing. The successor is kept sealed under the old token (see
+ * auth/successor-box.ts).
  *
  * Logout decisions: the caller must be authenticated (access token) and the
  * refresh token must be one of the caller's own sessions; an unknown token
@@ -30,8 +38,9 @@ import { toUser } from "./user-service.js";
  * Logout revokes only the presented session, not its family: a live session
  * is the only live member of its family anyway, and presenting an older
  * (already rotated) token of one's own is answered as an idempotent success
- * without touching the family. Access tokens already issued stay valid until
- * they expire (they are not checked against the session table).
+ * without touching the family. Logout and theft detection also revoke the
+ * login's access tokens at once (`revokedSessions`, checked by the auth
+ * interceptor on every call): access tokens carry their session family.
  */
 
 /** What the AuthService needs; tests hand in real in-memory ones. */
@@ -43,6 +52,10 @@ export interface AuthServiceDeps {
   readonly refreshTtlSeconds: number;
   /** Checks a password against a stored PHC string (`verifyPassword` from auth/passwords.ts). */
   readonly verifyPassword: (phc: string, password: string) => Promise<boolean>;
+  /** The retry window (REFRESH_RETRY_GRACE_SECONDS); default 30, 0 turns retries off. */
+  readonly refreshRetryGraceSeconds?: number;
+  /** Where Logout and theft detection revoke access tokens (the auth interceptor checks it). */
+  readonly revokedSessions?: RevokedSessions;
   /**
    * Hashes the random dummy password that Login verifies against when no
    * user matches, so both failures cost the same. Must produce hashes like
@@ -52,6 +65,9 @@ export interface AuthServiceDeps {
   readonly clock?: () => Date;
   readonly newId?: () => string;
 }
+
+/** Default of how long after a rotation the rotated token may be presented again as a retry. */
+export const REFRESH_RETRY_GRACE_SECONDS = 30;
 
 /** Longest user agent stored with a session. */
 const MAX_USER_AGENT_LENGTH = 512;
@@ -70,6 +86,9 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
   const { store, tokens, refreshTtlSeconds } = deps;
   const clock = deps.clock ?? (() => new Date());
   const newId = deps.newId ?? uuidv7;
+  const graceSeconds = deps.refreshRetryGraceSeconds ?? REFRESH_RETRY_GRACE_SECONDS;
+  // 0 means no retries at all, not "the same millisecond".
+  const graceMs = graceSeconds > 0 ? graceSeconds * 1000 : -1;
   if (!Number.isSafeInteger(refreshTtlSeconds) || refreshTtlSeconds <= 0) {
     throw new RangeError("refreshTtlSeconds must be a positive integer");
   }
@@ -121,7 +140,7 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
   /** The response of Login and Refresh (both have the same fields). */
   const tokenPair = async (
     user: UserRecord,
-    session: NewSession,
+    session: Pick<NewSession, "id" | "familyId" | "expireTime">,
     refreshToken: string,
   ): Promise<Omit<LoginResponse, "$typeName" | "$unknown">> => {
     const access = await tokens.issueAccessToken({
@@ -129,13 +148,15 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
       username: user.username,
       roles: [user.role],
       sessionId: session.id,
+      familyId: session.familyId,
     });
     return {
       accessToken: access.token,
       accessTokenExpireTime: timestampFromDate(access.expireTime),
       refreshToken,
       refreshTokenExpireTime: timestampFromDate(session.expireTime),
-      user: toUser(user),
+      // The caller's own record: private fields included.
+      user: toUser(user, "private"),
     };
   };
 
@@ -151,6 +172,7 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
     peer: Peer,
   ): Promise<never> => {
     const revoked = await store.revokeSessionFamily(session.familyId, now);
+    await deps.revokedSessions?.revoke([session.familyId]);
     log.warn(
       {
         userId: session.userId,
@@ -165,6 +187,38 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
       Reason.REFRESH_TOKEN_REUSED,
       "refresh token was already used; all sessions of this login are revoked",
     );
+  };
+
+  /**
+   * The answer to a rotated token presented again, if it is a retry: within
+   * the grace window, and its successor is still live (not itself rotated,
+   * logged out or revoked with its family). Undefined otherwise.
+   */
+  const retryAnswer = async (
+    rotated: SessionRecord,
+    refreshToken: string,
+    now: Date,
+    signal: AbortSignal,
+  ) => {
+    if (rotated.revokeTime === undefined || rotated.successorTokenBox === undefined) return;
+    if (now.getTime() - rotated.revokeTime.getTime() > graceMs) return;
+    const successorToken = openSuccessor(rotated.successorTokenBox, refreshToken);
+    if (successorToken === undefined) return;
+    const successor = await store.findSessionByTokenHash(hashRefreshToken(successorToken), {
+      signal,
+    });
+    if (
+      successor === undefined ||
+      successor.id !== rotated.replacedBy ||
+      successor.familyId !== rotated.familyId ||
+      successor.revokeTime !== undefined ||
+      successor.expireTime.getTime() <= now.getTime()
+    ) {
+      return;
+    }
+    const user = await store.getUser(successor.userId, { signal });
+    if (user === undefined) return;
+    return tokenPair(user, successor, successorToken);
   };
 
   return {
@@ -207,6 +261,8 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
       }
       if (session.revokeTime !== undefined) {
         if (session.replacedBy !== undefined) {
+          const retried = await retryAnswer(session, refreshToken, now, signal);
+          if (retried !== undefined) return retried;
           await reuseDetected(session, now, log, peer);
         }
         // Ended by Logout, or by revoking its family.
@@ -223,8 +279,16 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
       }
       const nextToken = newRefreshToken();
       const next = newSession(user, session.familyId, peer, nextToken, now);
-      if (!(await store.rotateSession(session.id, next, { signal }))) {
-        // Someone else rotated (or revoked) it between our read and now.
+      const successorTokenBox = sealSuccessor(nextToken, refreshToken);
+      if (!(await store.rotateSession(session.id, next, { signal, successorTokenBox }))) {
+        // Someone else rotated (or revoked) it between our read and now: a
+        // concurrent refresh of the same token gets the same answer.
+        const current = await store.findSessionByTokenHash(session.refreshTokenHash, { signal });
+        const retried =
+          current === undefined
+            ? undefined
+            : await retryAnswer(current, refreshToken, clock(), signal);
+        if (retried !== undefined) return retried;
         await reuseDetected(session, now, log, peer);
       }
       return tokenPair(user, next, nextToken);
@@ -253,6 +317,9 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
         );
       }
       const revoked = await store.revokeSession(session.id, clock(), { signal: context.signal });
+      // Every access token of this login, including those of its rotated
+      // predecessors, ends now too.
+      await deps.revokedSessions?.revoke([session.familyId, session.id]);
       log.info({ userId: auth.userId, sessionId: session.id, revoked }, "logout");
       return {};
     },

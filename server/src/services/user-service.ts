@@ -12,6 +12,7 @@ import {
   UserSchema,
   type UserService,
 } from "../../../gen/switchboard/user/v1/user_pb.js";
+import { type AuthInfo, kAuth } from "../context.js";
 import { invalidArgument, notFound } from "../errors.js";
 import type { WakeSignal } from "../events/wake-signal.js";
 import type { NewUser, Store, UserRecord } from "../storage/store.js";
@@ -44,15 +45,28 @@ const IMPORT_WINDOW = 8;
 const MAX_REPORTED_USERS = 1000;
 const MAX_REPORTED_FAILURES = 10_000;
 
-/** Converts a stored row to the API's User; the password hash stays behind. */
-export function toUser(record: UserRecord): User {
+/** Who may see a user's private fields (today: the email). */
+export type UserAudience = "private" | "public";
+
+/**
+ * Converts a stored row to the API's User; the password hash stays behind,
+ * and with the "public" audience so do the private fields (the email), which
+ * only the user themself and admins may see (see {@link audienceFor}).
+ */
+export function toUser(record: UserRecord, audience: UserAudience): User {
   return create(UserSchema, {
     id: record.id,
     username: record.username,
-    email: record.email,
+    email: audience === "private" ? record.email : "",
     displayName: record.displayName,
     createTime: timestampFromDate(record.createTime),
   });
+}
+
+/** The audience `viewer` is for `userId`: private for the user themself and for admins. */
+export function audienceFor(viewer: AuthInfo | undefined, userId: string): UserAudience {
+  if (viewer === undefined) return "public";
+  return viewer.userId === userId || viewer.roles.includes("admin") ? "private" : "public";
 }
 
 const CURSOR_PREFIX = "u1:";
@@ -110,22 +124,24 @@ export function createUserService(deps: UserServiceDeps): ServiceImpl<typeof Use
       const fields = req;
       const passwordHash = await deps.hashPassword(fields.password);
       const record = await insert(fields, passwordHash, context.signal);
-      return { user: toUser(record) };
+      // The registrant typed the email in; it is theirs to see.
+      return { user: toUser(record, "private") };
     },
 
     async getUser(req, context) {
       const { id } = req;
       const record = await store.getUser(id, { signal: context.signal });
       if (!record) throw notFound(`user "${id}"`);
-      return { user: toUser(record) };
+      return { user: toUser(record, audienceFor(context.values.get(kAuth), record.id)) };
     },
 
     async *getUserStream(req, context) {
       const { ids } = req;
+      const viewer = context.values.get(kAuth);
       for (const id of ids) {
         const record = await store.getUser(id, { signal: context.signal });
         yield record
-          ? { id, result: { case: "user", value: toUser(record) } }
+          ? { id, result: { case: "user", value: toUser(record, audienceFor(viewer, record.id)) } }
           : {
               id,
               result: {
@@ -177,7 +193,7 @@ export function createUserService(deps: UserServiceDeps): ServiceImpl<typeof Use
         try {
           const record = await insert(req, hash, context.signal);
           createdCount++;
-          if (users.length < MAX_REPORTED_USERS) users.push(toUser(record));
+          if (users.length < MAX_REPORTED_USERS) users.push(toUser(record, "private")); // admins only
         } catch (err) {
           context.signal.throwIfAborted();
           fail(index, req.username, err);
@@ -200,11 +216,15 @@ export function createUserService(deps: UserServiceDeps): ServiceImpl<typeof Use
 
     async *watchUsers(req, context) {
       let after = decodeCursor(req.afterCursor);
+      const viewer = context.values.get(kAuth);
       for (;;) {
         const seen = userCreated.version;
         const page = await store.listUsersAfter(after, WATCH_PAGE_SIZE, { signal: context.signal });
         for (const record of page) {
-          yield { user: toUser(record), cursor: encodeCursor(record.seq) };
+          yield {
+            user: toUser(record, audienceFor(viewer, record.id)),
+            cursor: encodeCursor(record.seq),
+          };
           after = record.seq;
         }
         if (page.length < WATCH_PAGE_SIZE) await userCreated.waitAfter(seen, context.signal);

@@ -8,6 +8,7 @@ export type {
   NewChatMessage,
   NewSession,
   NewUser,
+  RotateOptions,
   SessionRecord,
   Store,
   StoreKind,

@@ -8,6 +8,7 @@ import type {
   NewChatMessage,
   NewSession,
   NewUser,
+  RotateOptions,
   SessionRecord,
   Store,
   StoreKind,
@@ -91,6 +92,7 @@ const SESSION_COLUMNS = [
   "expire_time",
   "revoke_time",
   "replaced_by",
+  "successor_token_box",
 ] as const;
 
 type SessionRow = Pick<Selectable<SessionsTable>, (typeof SESSION_COLUMNS)[number]>;
@@ -268,12 +270,16 @@ class KyselyStore implements Store {
    * nothing; SQLite runs write transactions one at a time. The insert only
    * follows a won update, inside the same transaction.
    */
-  rotateSession(oldId: string, next: NewSession, options?: CallOptions): Promise<boolean> {
+  rotateSession(oldId: string, next: NewSession, options?: RotateOptions): Promise<boolean> {
     return this.#run(options, () =>
       this.#db.transaction().execute(async (trx) => {
         const revoked = await trx
           .updateTable("sessions")
-          .set({ revoke_time: this.#time(next.createTime), replaced_by: next.id })
+          .set({
+            revoke_time: this.#time(next.createTime),
+            replaced_by: next.id,
+            successor_token_box: options?.successorTokenBox ?? null,
+          })
           .where("id", "=", oldId)
           .where("revoke_time", "is", null)
           .executeTakeFirst();
@@ -566,6 +572,7 @@ function toSessionRecord(row: SessionRow): SessionRecord {
     expireTime: toDate(row.expire_time),
     revokeTime: row.revoke_time === null ? undefined : toDate(row.revoke_time),
     replacedBy: row.replaced_by ?? undefined,
+    successorTokenBox: row.successor_token_box ?? undefined,
   };
 }
 

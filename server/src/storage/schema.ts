@@ -53,6 +53,8 @@ export interface SessionsTable {
   revoke_time: ColumnType<Date | number | null, Date | number | null | undefined, Date | number>;
   /** Id of the session this one was rotated into; null unless rotated. */
   replaced_by: ColumnType<string | null, string | null | undefined, string>;
+  /** The successor's refresh token, sealed (migration `0004-refresh-grace`); null unless rotated. */
+  successor_token_box: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /**

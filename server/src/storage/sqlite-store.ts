@@ -1,4 +1,3 @@
-import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { ConnectError } from "@connectrpc/connect";
 import Database from "better-sqlite3";
@@ -6,6 +5,7 @@ import { Kysely, SqliteDialect } from "kysely";
 import { alreadyExists, failedPrecondition, internal, Reason, unavailable } from "../errors.js";
 import { createKyselyStore, type StoreLogger } from "./kysely-store.js";
 import { migrateToLatest } from "./migrations/index.js";
+import { ensurePrivateDir, ensurePrivateFile, tightenIfPresent } from "./private-files.js";
 import type { Database as Tables } from "./schema.js";
 import { withStatementCache } from "./statement-cache.js";
 import type { Store } from "./store.js";
@@ -15,7 +15,7 @@ export const SQLITE_FILE_NAME = "switchboard.db";
 
 /** Options for {@link openSqliteStore}. */
 export interface SqliteStoreOptions {
-  /** Directory for the database file (and its WAL); created if missing. */
+  /** Directory for the database file (and its WAL); created 0700 if missing. */
   readonly dataDir: string;
   readonly logger?: StoreLogger;
   /**
@@ -30,7 +30,11 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Stor
   const file = join(options.dataDir, SQLITE_FILE_NAME);
   let sqlite: Database.Database | undefined;
   try {
-    await mkdir(options.dataDir, { recursive: true });
+    await ensurePrivateDir(options.dataDir);
+    // Created 0600 before SQLite opens it, so its WAL and shm files get the
+    // same mode; those of an older, world-readable database are tightened.
+    await ensurePrivateFile(file);
+    await Promise.all([tightenIfPresent(`${file}-wal`), tightenIfPresent(`${file}-shm`)]);
     sqlite = new Database(file);
     configure(sqlite, options);
   } catch (error) {

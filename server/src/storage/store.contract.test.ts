@@ -700,6 +700,19 @@ for (const backend of [sqliteBackend(), postgresBackend(pgUnreachable)]) {
         await expect(store.findSessionByTokenHash(first.refreshTokenHash)).resolves.toEqual(first);
       });
 
+      it("keeps the sealed successor token given to rotateSession with the rotated session", async () => {
+        const old = await store.createSession(newSession(owner.id));
+        expect(old.successorTokenBox).toBeUndefined();
+        const next = newSession(owner.id, { familyId: old.familyId });
+        await expect(
+          store.rotateSession(old.id, next, { successorTokenBox: "sealed-successor" }),
+        ).resolves.toBe(true);
+        const rotated = await store.findSessionByTokenHash(old.refreshTokenHash);
+        expect(rotated?.successorTokenBox).toBe("sealed-successor");
+        const fresh = await store.findSessionByTokenHash(next.refreshTokenHash);
+        expect(fresh?.successorTokenBox).toBeUndefined();
+      });
+
       it("rotates a session once: revokes and links the old one, inserts the new one", async () => {
         const old = await store.createSession(newSession(owner.id));
         const nextTime = new Date(old.createTime.getTime() + 60_000);

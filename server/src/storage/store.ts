@@ -63,6 +63,8 @@ export interface SessionRecord {
   readonly revokeTime: Date | undefined;
   /** The session it was rotated into; undefined unless rotated. */
   readonly replacedBy: string | undefined;
+  /** What `rotateSession` was given as `successorTokenBox`; undefined unless rotated with one. */
+  readonly successorTokenBox: string | undefined;
 }
 
 /** What the service hands to `createSession` and `rotateSession`. */
@@ -86,6 +88,15 @@ export interface CallOptions {
    * Canceled otherwise.
    */
   readonly signal?: AbortSignal;
+}
+
+/** Options of `rotateSession`. */
+export interface RotateOptions extends CallOptions {
+  /**
+   * Kept with the rotated session: the successor's refresh token, sealed so
+   * that only the old token opens it (see auth/successor-box.ts).
+   */
+  readonly successorTokenBox?: string;
 }
 
 /** Which adapter is in use. */
@@ -158,9 +169,10 @@ export interface Store {
    * only then inserts `next` (which should carry the old session's family
    * and user). Returns false, changing nothing, when `oldId` was already
    * revoked or does not exist, so of two concurrent rotations of one session
-   * exactly one returns true. Expiry is not checked here.
+   * exactly one returns true. Expiry is not checked here. The old session
+   * keeps `options.successorTokenBox`.
    */
-  rotateSession(oldId: string, next: NewSession, options?: CallOptions): Promise<boolean>;
+  rotateSession(oldId: string, next: NewSession, options?: RotateOptions): Promise<boolean>;
   /** Revokes one session if still live; returns how many were revoked (0 or 1). */
   revokeSession(id: string, revokeTime: Date, options?: CallOptions): Promise<number>;
   /** Revokes every still-live session of a family; returns how many were revoked. */

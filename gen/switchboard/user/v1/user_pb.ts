@@ -41,7 +41,11 @@ export type User = Message<"switchboard.user.v1.User"> & {
   username: string;
 
   /**
-   * Unique email address, case-insensitively.
+   * Unique email address, case-insensitively. Private: filled in only in
+   * answers to the user themself (RegisterUser, AuthService's Login and
+   * Refresh, and reads of one's own record) and to admins; in every other
+   * answer (GetUser, GetUserStream, WatchUsers about someone else) it is
+   * empty and the User is the public profile.
    *
    * @generated from field: string email = 3;
    */
@@ -419,7 +423,9 @@ export const WatchUsersResponseSchema: GenMessage<WatchUsersResponse> = /*@__PUR
 
 /**
  * UserService registers Switchboard's users and serves them one at a time, as
- * a stream, in bulk, and as a live feed.
+ * a stream, in bulk, and as a live feed. Private fields of a User (its email)
+ * are only shown to the user themself and to admins; everyone else gets the
+ * public profile (see User.email).
  *
  * @generated from service switchboard.user.v1.UserService
  */

@@ -5,6 +5,7 @@ import type { StoreKind } from "../store.js";
 import { usersMigration } from "./0001-users.js";
 import { authMigration } from "./0002-auth.js";
 import { chatMigration } from "./0003-chat.js";
+import { refreshGraceMigration } from "./0004-refresh-grace.js";
 
 /**
  * Every migration, in order. Listed in code rather than discovered on disk so
@@ -17,6 +18,7 @@ function migrations(kind: StoreKind): Record<string, Migration> {
     "0001-users": usersMigration(kind),
     "0002-auth": authMigration(kind),
     "0003-chat": chatMigration(kind),
+    "0004-refresh-grace": refreshGraceMigration(),
   };
 }
 
