@@ -781,7 +781,10 @@ describe("the gRPC server-streaming fast path answers exactly as connect's gRPC 
       expect((await trailers)["grpc-status"]).toBe("0");
       await new Promise((resolve) => stream.on("close", resolve));
       expect(split(Buffer.concat(chunks)).messages).toHaveLength(1000);
-      expect(reads()).toBe(1000);
+      // 1000 by the handler, and one more when the auth check had to look
+      // the caller up (its cache of known users is per server).
+      expect(reads()).toBeGreaterThanOrEqual(1000);
+      expect(reads()).toBeLessThanOrEqual(1001);
     } finally {
       done();
     }
