@@ -156,6 +156,29 @@ describe("ServerReflection", () => {
     expect(names).toEqual(expected);
   });
 
+  it("answers file_containing_symbol for every error detail type Switchboard sends", async () => {
+    // grpcurl looks up the type of each detail in grpc-status-details-bin
+    // by symbol to print it decoded instead of "is not recognized".
+    for (const symbol of [
+      "google.rpc.BadRequest",
+      "google.rpc.ErrorInfo",
+      "google.rpc.RetryInfo",
+      "google.rpc.QuotaFailure",
+    ]) {
+      const res = await askOnce(transport, {
+        messageRequest: { case: "fileContainingSymbol", value: symbol },
+      });
+      expect(res.messageResponse.case).toBe("fileDescriptorResponse");
+      const files =
+        res.messageResponse.case === "fileDescriptorResponse"
+          ? res.messageResponse.value.fileDescriptorProto.map(
+              (bytes) => fromBinary(FileDescriptorProtoSchema, bytes).name,
+            )
+          : [];
+      expect(files[0]).toBe("google/rpc/error_details.proto");
+    }
+  });
+
   it("echoes the host and the original request in every response", async () => {
     const request = {
       host: "switchboard.example:443",

@@ -8,6 +8,7 @@ import {
 } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectRouter } from "@connectrpc/connect";
+import { file_google_rpc_error_details } from "../../../gen/google/rpc/error_details_pb.js";
 import { ServerReflection as ServerReflectionV1 } from "../../../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionV1Alpha } from "../../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 
@@ -21,6 +22,14 @@ import { ServerReflection as ServerReflectionV1Alpha } from "../../../gen/grpc/r
  * everything a client needs to encode and decode messages (fields, json
  * names, options, dependencies); only source info, i.e. comments, is missing.
  */
+
+/**
+ * Files served besides the services' own: the types of the error details
+ * Switchboard sends (`google.rpc.BadRequest`, `ErrorInfo`, `RetryInfo`,
+ * `QuotaFailure`, …), so that grpcurl and buf curl can decode the details in
+ * `grpc-status-details-bin` without a copy of the protos.
+ */
+export const ERROR_DETAIL_FILES: readonly DescFile[] = [file_google_rpc_error_details];
 
 /**
  * A reflection request as both API versions shape it. The two generated
@@ -74,12 +83,13 @@ class ReflectionIndex {
   private readonly extensions = new Map<string, Map<number, DescFile>>();
   private readonly messageNames = new Set<string>();
 
-  constructor(services: readonly DescService[]) {
+  constructor(services: readonly DescService[], extraFiles: readonly DescFile[]) {
     const names = new Set<string>();
     for (const service of services) {
       names.add(service.typeName);
       this.addFile(service.file);
     }
+    for (const file of extraFiles) this.addFile(file);
     this.serviceNames = [...names].sort();
   }
 
@@ -239,8 +249,15 @@ function notFound(message: string): ReflectionAnswer {
  *   registerReflection(router, [UserService]);
  * }
  */
-export function registerReflection(router: ConnectRouter, services: readonly DescService[]): void {
-  const index = new ReflectionIndex([...services, ServerReflectionV1, ServerReflectionV1Alpha]);
+export function registerReflection(
+  router: ConnectRouter,
+  services: readonly DescService[],
+  extraFiles: readonly DescFile[] = ERROR_DETAIL_FILES,
+): void {
+  const index = new ReflectionIndex(
+    [...services, ServerReflectionV1, ServerReflectionV1Alpha],
+    extraFiles,
+  );
   router.service(ServerReflectionV1, {
     async *serverReflectionInfo(requests) {
       const sent = new Set<string>();
