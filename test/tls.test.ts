@@ -124,3 +124,128 @@ describe("TLS on one port", () => {
     );
   });
 });
+
+describe("TLS with client certificates (TLS_CLIENT_CA)", () => {
+  let dir: string;
+  let serverCa: Buffer;
+  let paths: Awaited<ReturnType<typeof ensureCerts>>["paths"];
+  const client: { cert?: Buffer; key?: Buffer; strangerCert?: Buffer; strangerKey?: Buffer } = {};
+  const servers: TestServer[] = [];
+
+  /** A CA, a client certificate it signed, and one from a CA the server does not know. */
+  beforeAll(async () => {
+    dir = await tempDataDir();
+    ({ paths } = await ensureCerts({ dir }));
+    serverCa = await readFile(paths.caCert);
+    const ssl = (...args: string[]) => run("openssl", args, { cwd: dir });
+    for (const name of ["clients-ca", "stranger-ca"]) {
+      await ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        `/CN=${name}`,
+        "-keyout",
+        `${name}.key`,
+        "-out",
+        `${name}.crt`,
+      );
+    }
+    for (const [name, ca] of [
+      ["client", "clients-ca"],
+      ["stranger", "stranger-ca"],
+    ] as const) {
+      await ssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        `/CN=${name}`,
+        "-keyout",
+        `${name}.key`,
+        "-out",
+        `${name}.csr`,
+      );
+      await ssl(
+        "x509",
+        "-req",
+        "-in",
+        `${name}.csr`,
+        "-CA",
+        `${ca}.crt`,
+        "-CAkey",
+        `${ca}.key`,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        `${name}.crt`,
+      );
+    }
+    client.cert = await readFile(join(dir, "client.crt"));
+    client.key = await readFile(join(dir, "client.key"));
+    client.strangerCert = await readFile(join(dir, "stranger.crt"));
+    client.strangerKey = await readFile(join(dir, "stranger.key"));
+  }, 60_000);
+  afterAll(async () => {
+    for (const server of servers) await server.close();
+  });
+
+  async function start(clientAuth: "require" | "request") {
+    const server = await startTestServer({
+      env: {
+        TLS_CERT: paths.serverCert,
+        TLS_KEY: paths.serverKey,
+        TLS_CLIENT_CA: join(dir, "clients-ca.crt"),
+        TLS_CLIENT_AUTH: clientAuth,
+      },
+    });
+    servers.push(server);
+    return server;
+  }
+
+  /** A health check over h2 with or without a client certificate: "ok" or the failure. */
+  function check(server: TestServer, cert?: Buffer, key?: Buffer): Promise<string> {
+    return new Promise((resolve) => {
+      const session = http2.connect(`https://localhost:${server.port}`, {
+        ca: serverCa,
+        ...(cert && key ? { cert, key } : {}),
+      });
+      session.on("error", (err) => resolve(`refused: ${err.message}`));
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/grpc.health.v1.Health/Check",
+        "content-type": "application/grpc",
+        te: "trailers",
+      });
+      stream.on("error", (err) => resolve(`refused: ${err.message}`));
+      stream.on("trailers", (t) => {
+        resolve(t["grpc-status"] === "0" ? "ok" : `status ${t["grpc-status"]}`);
+        session.close();
+      });
+      // A handshake the server refuses may just close the connection.
+      stream.on("close", () => resolve("refused: closed"));
+      session.on("close", () => resolve("refused: closed"));
+      stream.end(Buffer.alloc(5));
+    });
+  }
+
+  it("requires a certificate signed by TLS_CLIENT_CA by default", async () => {
+    const server = await start("require");
+    expect(await check(server, client.cert, client.key)).toBe("ok");
+    expect(await check(server)).toMatch(/^refused/);
+    expect(await check(server, client.strangerCert, client.strangerKey)).toMatch(/^refused/);
+  });
+
+  it("with TLS_CLIENT_AUTH=request lets clients without a certificate in, but not a bad one", async () => {
+    const server = await start("request");
+    expect(await check(server, client.cert, client.key)).toBe("ok");
+    expect(await check(server)).toBe("ok");
+    expect(await check(server, client.strangerCert, client.strangerKey)).toMatch(/^refused/);
+  });
+});

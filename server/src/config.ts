@@ -49,6 +49,8 @@ const envSchema = z
     ),
     TLS_CERT: z.preprocess(emptyAsUndefined, z.string().optional()),
     TLS_KEY: z.preprocess(emptyAsUndefined, z.string().optional()),
+    TLS_CLIENT_CA: z.preprocess(emptyAsUndefined, z.string().optional()),
+    TLS_CLIENT_AUTH: z.enum(["require", "request"]).default("require"),
     LOG_LEVEL: z
       .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
       .default("info"),
@@ -109,7 +111,28 @@ const envSchema = z
         message: "TLS_CERT and TLS_KEY must be set together",
       });
     }
+    if (env.TLS_CLIENT_CA !== undefined && env.TLS_CERT === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["TLS_CLIENT_CA"],
+        message: "needs TLS_CERT and TLS_KEY (client certificates are a TLS feature)",
+      });
+    }
   });
+
+/** The port's TLS: certificate, key, and optionally the CA client certificates are checked against. */
+export interface TlsConfig {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  /**
+   * PEM CA bundle (TLS_CLIENT_CA): clients are asked for a certificate
+   * signed by it. With `clientAuth` "require" a connection without one is
+   * refused in the handshake; with "request" it is let through (and a
+   * certificate that does not verify is still refused).
+   */
+  readonly clientCa?: Buffer | undefined;
+  readonly clientAuth: "require" | "request";
+}
 
 /** The validated, frozen configuration. */
 export interface Config {
@@ -121,7 +144,7 @@ export interface Config {
   /** PostgreSQL URL; when absent the embedded SQLite store is used. */
   readonly databaseUrl: string | undefined;
   /** PEM certificate and key; when present the port speaks TLS (ALPN h2 and http/1.1). */
-  readonly tls: { readonly cert: Buffer; readonly key: Buffer } | undefined;
+  readonly tls: TlsConfig | undefined;
   readonly log: { readonly level: string; readonly pretty: boolean };
   /** How long in-flight calls get to finish after SIGTERM/SIGINT. */
   readonly shutdownGraceMs: number;
@@ -216,7 +239,13 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   };
   const tls =
     e.TLS_CERT !== undefined && e.TLS_KEY !== undefined
-      ? { cert: readPem("TLS_CERT", e.TLS_CERT), key: readPem("TLS_KEY", e.TLS_KEY) }
+      ? {
+          cert: readPem("TLS_CERT", e.TLS_CERT),
+          key: readPem("TLS_KEY", e.TLS_KEY),
+          clientCa:
+            e.TLS_CLIENT_CA === undefined ? undefined : readPem("TLS_CLIENT_CA", e.TLS_CLIENT_CA),
+          clientAuth: e.TLS_CLIENT_AUTH,
+        }
       : undefined;
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({

@@ -34,8 +34,20 @@ export type Http1Handler = (req: http.IncomingMessage, res: http.ServerResponse)
 
 /** Options for `createListener`. */
 export interface ListenerOptions {
-  /** PEM certificate and key; when set, the port speaks TLS. */
-  readonly tls?: { readonly cert: Buffer; readonly key: Buffer } | undefined;
+  /**
+   * PEM certificate and key; when set, the port speaks TLS. With `clientCa`,
+   * clients are asked for a certificate signed by it ("require": refused
+   * without one; "request": let through without one; a certificate that does
+   * not verify is refused either way).
+   */
+  readonly tls?:
+    | {
+        readonly cert: Buffer;
+        readonly key: Buffer;
+        readonly clientCa?: Buffer | undefined;
+        readonly clientAuth?: "require" | "request";
+      }
+    | undefined;
   /** SETTINGS_MAX_CONCURRENT_STREAMS announced to HTTP/2 peers. */
   readonly maxConcurrentStreams: number;
   /** A connection that sends no first byte within this time is dropped. */
@@ -177,10 +189,28 @@ export function createListener(appHandler: RequestHandler, options: ListenerOpti
   });
 
   if (options.tls) {
+    const { cert, key, clientCa, clientAuth } = options.tls;
     const server = http2.createSecureServer(
-      { cert: options.tls.cert, key: options.tls.key, allowHTTP1: true, settings },
+      {
+        cert,
+        key,
+        allowHTTP1: true,
+        settings,
+        ...(clientCa === undefined
+          ? {}
+          : { ca: clientCa, requestCert: true, rejectUnauthorized: clientAuth !== "request" }),
+      },
       handler,
     );
+    if (clientCa !== undefined && clientAuth === "request") {
+      // Without rejectUnauthorized Node lets a certificate that does not
+      // verify through too; only "no certificate" is allowed here.
+      server.on("secureConnection", (socket: import("node:tls").TLSSocket) => {
+        if (socket.getPeerCertificate()?.subject !== undefined && !socket.authorized) {
+          socket.destroy();
+        }
+      });
+    }
     routeStreams(server);
     server.on("session", trackSession);
     server.on("secureConnection", (socket: import("node:tls").TLSSocket) => {
