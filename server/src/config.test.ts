@@ -8,7 +8,7 @@ describe("loadConfig", () => {
   it("applies the documented defaults to an empty environment", () => {
     const config = loadConfig({});
     expect(config.port).toBe(8080);
-    expect(config.host).toBe("0.0.0.0");
+    expect(config.host).toBe("127.0.0.1");
     expect(config.dataDir).toBe(join(process.cwd(), "data"));
     expect(config.databaseUrl).toBeUndefined();
     expect(config.tls).toBeUndefined();

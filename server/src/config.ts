@@ -37,7 +37,7 @@ const rateLimit = z
 const envSchema = z
   .object({
     NODE_ENV: z.enum(["development", "production", "test"]).default("development"),
-    HOST: z.string().min(1).default("0.0.0.0"),
+    HOST: z.string().min(1).default("127.0.0.1"),
     PORT: port.default(8080),
     DATA_DIR: z.string().min(1).default("./data"),
     DATABASE_URL: z.preprocess(

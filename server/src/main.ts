@@ -4,6 +4,9 @@ import { ConfigError, loadConfig } from "./config.js";
 import { createLogger } from "./logger.js";
 import { openStore } from "./storage/index.js";
 
+/** Signals this close together count as one (see `stop`). */
+const DUPLICATE_SIGNAL_MS = 500;
+
 /**
  * The entry point: the only place that reads `process.env` and listens.
  * Exit codes: 0 after a graceful shutdown, 2 for bad configuration, 1 when
@@ -54,13 +57,18 @@ async function main(): Promise<void> {
     `Switchboard listening on ${url} (gRPC, gRPC-Web and Connect)`,
   );
 
-  let stopping = false;
+  let stoppingSince: number | undefined;
   const stop = (signal: NodeJS.Signals) => {
-    if (stopping) {
+    if (stoppingSince !== undefined) {
+      // A terminal's Ctrl-C reaches the whole process group: this process
+      // and `npm start`'s launcher, which forwards it too. The same signal
+      // arriving twice within moments is one Ctrl-C; a second Ctrl-C later
+      // forces the exit.
+      if (Date.now() - stoppingSince < DUPLICATE_SIGNAL_MS) return;
       logger.warn({ signal }, "second signal: exiting now");
       process.exit(1);
     }
-    stopping = true;
+    stoppingSince = Date.now();
     logger.info({ signal, graceMs: config.shutdownGraceMs }, "shutting down");
     app.shutdown().then(
       () => {

@@ -121,9 +121,12 @@ export async function spawnServer(
   env: Record<string, string>,
   /** What node runs (default: the TypeScript entry point through tsx). */
   entry: readonly string[] = ["--import", "tsx", "server/src/main.ts"],
+  /** `detached`: the process leads a process group of its own (as a terminal's job does). */
+  options: { readonly detached?: boolean } = {},
 ): Promise<SpawnedServer> {
   const child = spawn(process.execPath, [...entry], {
     cwd: ROOT,
+    detached: options.detached === true,
     env: {
       ...process.env,
       NODE_ENV: "test",

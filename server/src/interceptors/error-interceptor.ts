@@ -15,10 +15,33 @@ const SERVER_SIDE: ReadonlySet<Code> = new Set([
 ]);
 
 /**
+ * The longest error message a client gets, in characters. Messages can echo
+ * input (a service name, a field value); unbounded, a 70 KB one no longer
+ * fits an HTTP/2 header frame as `grpc-message` and the stream is reset
+ * without a status.
+ */
+export const MAX_ERROR_MESSAGE_CHARS = 1024;
+
+/** `err` with its message cut to MAX_ERROR_MESSAGE_CHARS (details, metadata and cause kept). */
+function bounded(err: ConnectError): ConnectError {
+  if (err.rawMessage.length <= MAX_ERROR_MESSAGE_CHARS) return err;
+  const cut = new ConnectError(
+    `${err.rawMessage.slice(0, MAX_ERROR_MESSAGE_CHARS - 1)}…`,
+    err.code,
+    err.metadata,
+    undefined,
+    err.cause,
+  );
+  cut.details = err.details;
+  return cut;
+}
+
+/**
  * The error boundary. Handlers and adapters throw `ConnectError`s with a
  * standard code; anything else is a bug. A bug becomes Internal with a fixed
  * message, so no stack, SQL or file path ever reaches a client, while the
- * original error, with its stack, goes to the log. Works for unary and
+ * original error, with its stack, goes to the log. Messages longer than
+ * MAX_ERROR_MESSAGE_CHARS are cut. Works for unary and
  * streaming calls alike (stream errors surface while the response is read).
  */
 export function errorInterceptor(logger: Logger): Interceptor {
@@ -38,7 +61,7 @@ export function errorInterceptor(logger: Logger): Interceptor {
           err.rawMessage,
         );
       }
-      return err;
+      return bounded(err);
     }
     // A client cancellation, deadline or shutdown aborts the call's signal;
     // whatever the handler was awaiting rejects with that reason.

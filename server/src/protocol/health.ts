@@ -106,7 +106,7 @@ export function healthService(state: HealthState): ServiceImpl<typeof Health> {
     check(req) {
       const status = state.get(req.service);
       if (status === undefined) {
-        throw new ConnectError(`unknown service "${req.service}"`, Code.NotFound);
+        throw new ConnectError(`unknown service "${req.service.slice(0, 200)}"`, Code.NotFound);
       }
       return response(status);
     },

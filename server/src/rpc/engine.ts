@@ -1,9 +1,21 @@
 import type http from "node:http";
 import type http2 from "node:http2";
-import type { ConnectRouter, ContextValues, Interceptor } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  type ContextValues,
+  type Interceptor,
+} from "@connectrpc/connect";
 import type { Compression } from "@connectrpc/connect/protocol";
-import { parseContentType as parseConnectContentType } from "@connectrpc/connect/protocol-connect";
+import {
+  codeToHttpStatus,
+  contentTypeUnaryJson,
+  errorToJsonBytes,
+  parseContentType as parseConnectContentType,
+} from "@connectrpc/connect/protocol-connect";
 import { parseContentType as parseGrpcContentType } from "@connectrpc/connect/protocol-grpc";
+import { parseContentType as parseGrpcWebContentType } from "@connectrpc/connect/protocol-grpc-web";
 import type { Logger } from "pino";
 import type { Peer } from "../context.js";
 import { BodyBudget } from "./body-budget.js";
@@ -61,6 +73,24 @@ export interface Engine {
  */
 const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?$/;
 
+/** base64 or base64url, padded or not: what a Connect GET's `message` may hold with `base64=1`. */
+const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
+
+/**
+ * What is wrong with a Connect GET's query that connect's handler would
+ * turn into a masked Internal error (its base64 decoder throws a plain
+ * Error): undefined when nothing is.
+ */
+function getQueryProblem(path: string): string | undefined {
+  const q = path.indexOf("?");
+  if (q < 0) return undefined;
+  const query = new URLSearchParams(path.slice(q + 1));
+  if (query.get("base64") === "1" && !BASE64.test(query.get("message") ?? "")) {
+    return "protocol error: the message query parameter is not valid base64";
+  }
+  return undefined;
+}
+
 /**
  * THE protocol engine: serves every method of `options.routes` in every
  * protocol (gRPC, gRPC-Web, Connect), call kind and HTTP version, straight
@@ -108,12 +138,25 @@ export function createEngine(options: EngineOptions): Engine {
     if (unary !== undefined && x.method === "POST") {
       const contentType = header(x.headers, "content-type");
       if (x instanceof Http2Exchange && parseGrpcContentType(contentType)?.binary === true) {
-        serveGrpcUnary(serving, unary, x, url, values);
+        serveGrpcUnary(serving, unary, x, url, values, false);
+        return;
+      }
+      const grpcWeb = parseGrpcWebContentType(contentType);
+      if (grpcWeb?.binary === true && !grpcWeb.text) {
+        serveGrpcUnary(serving, unary, x, url, values, true);
         return;
       }
       const connect = parseConnectContentType(contentType);
       if (connect !== undefined && !connect.stream && !requireConnectHeader) {
         serveConnectUnary(serving, unary, connect.binary, x, url, values);
+        return;
+      }
+    }
+    if (x.method === "GET") {
+      const problem = getQueryProblem(x.path);
+      if (problem !== undefined) {
+        logger.info({ peer: x.peer.ip, procedure: route.path, code: "invalid_argument" }, problem);
+        answerConnectError(x, new ConnectError(problem, Code.InvalidArgument));
         return;
       }
     }
@@ -132,6 +175,18 @@ export function createEngine(options: EngineOptions): Engine {
       "content-length": String(body.byteLength),
     });
     x.respond(400, headers, false);
+    x.end(body);
+  };
+
+  /** A Connect unary error answer, as connect's handler writes one (JSON body, HTTP status). */
+  const answerConnectError = (x: Exchange, error: ConnectError) => {
+    if (!x.writable) return;
+    const body = errorToJsonBytes(error, undefined);
+    const headers = new Headers({
+      "content-type": contentTypeUnaryJson,
+      "content-length": String(body.byteLength),
+    });
+    x.respond(codeToHttpStatus(error.code), headers, false);
     x.end(body);
   };
 

@@ -16,16 +16,21 @@ import {
   parseTimeout,
   setTrailerStatus,
 } from "@connectrpc/connect/protocol-grpc";
+import {
+  contentTypeProto as contentTypeGrpcWebProto,
+  trailerFlag,
+  trailerSerialize,
+} from "@connectrpc/connect/protocol-grpc-web";
 import { CallLifetime, handlerContext, header, invokeUnary, toConnectError } from "./call.js";
-import type { Http2Exchange } from "./exchange.js";
+import type { Exchange } from "./exchange.js";
 import { FastHeaders } from "./headers.js";
 import type { UnaryRoute } from "./route-table.js";
 import type { Serving } from "./serving.js";
 import { ENVELOPE_PREFIX_BYTES, readUnaryEnvelopes } from "./unary-body.js";
 
 /**
- * The gRPC unary driver: binary (`application/grpc[+proto]`) unary calls
- * over HTTP/2, served with plain callbacks where connect's gRPC handler runs
+ * The gRPC and gRPC-Web unary driver: binary (`application/grpc[+proto]`,
+ * `application/grpc-web[+proto]`) unary calls, served with plain callbacks where connect's gRPC handler runs
  * a pipeline of async generators (connect 2.1.2,
  * `protocol-grpc/handler-factory.js`):
  *
@@ -54,13 +59,19 @@ export function envelope(flags: number, data: Uint8Array): Buffer {
   return out;
 }
 
-/** Serves one binary gRPC unary call to `route`. */
+/**
+ * Serves one binary unary call to `route`: gRPC (`web` false; HTTP/2, the
+ * status in HTTP trailers) or gRPC-Web (`web` true; HTTP/1.1 or HTTP/2, the
+ * status in a trailer frame at the end of the body, which is never
+ * compressed: not every gRPC-Web client accepts a compressed one).
+ */
 export function serveGrpcUnary(
   serving: Serving,
   route: UnaryRoute,
-  x: Http2Exchange,
+  x: Exchange,
   url: string,
   values: ContextValues,
+  web: boolean,
 ): void {
   const { headers } = x;
   const timeout = parseTimeout(header(headers, GRPC_TIMEOUT), serving.maxTimeoutMs);
@@ -70,7 +81,9 @@ export function serveGrpcUnary(
     header(headers, GRPC_ACCEPT_ENCODING),
     headerAcceptEncoding,
   );
-  const responseHeader = new FastHeaders({ [headerContentType]: contentTypeProto });
+  const responseHeader = new FastHeaders({
+    [headerContentType]: web ? contentTypeGrpcWebProto : contentTypeProto,
+  });
   if (compression.response) responseHeader.set(headerEncoding, compression.response.name);
   const responseTrailer = new FastHeaders({ [headerGrpcStatus]: grpcStatusOk.toString() });
   const input = route.serialization.getI(true);
@@ -88,8 +101,14 @@ export function serveGrpcUnary(
   const respond = (message: Uint8Array | undefined) => {
     call.settle();
     if (!x.writable) return;
-    x.respond(200, responseHeader, true);
-    x.end(message, responseTrailer);
+    if (!web) {
+      x.respond(200, responseHeader, true);
+      x.end(message, responseTrailer);
+      return;
+    }
+    const trailer = envelope(trailerFlag, trailerSerialize(responseTrailer));
+    x.respond(200, responseHeader, false);
+    x.end(message === undefined ? trailer : Buffer.concat([message, trailer]));
   };
   const fail = (error: unknown) => {
     setTrailerStatus(responseTrailer, toConnectError(error));
