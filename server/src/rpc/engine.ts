@@ -22,6 +22,7 @@ import { BodyBudget } from "./body-budget.js";
 import { header } from "./call.js";
 import { serveConnectUnary } from "./connect-unary.js";
 import { type Exchange, Http1Exchange, Http2Exchange } from "./exchange.js";
+import { serveGrpcServerStream } from "./grpc-server-stream.js";
 import { serveGrpcUnary } from "./grpc-unary.js";
 import type { Http1Handler, StreamHandler } from "./listener.js";
 import { buildRouteTable, type Route, type RouteOptions } from "./route-table.js";
@@ -151,6 +152,16 @@ export function createEngine(options: EngineOptions): Engine {
         serveConnectUnary(serving, unary, connect.binary, x, url, values);
         return;
       }
+    }
+    const serverStream = route.serverStream;
+    if (
+      serverStream !== undefined &&
+      x instanceof Http2Exchange &&
+      x.method === "POST" &&
+      parseGrpcContentType(header(x.headers, "content-type"))?.binary === true
+    ) {
+      serveGrpcServerStream(serving, serverStream, x.body, x.headers, url, values);
+      return;
     }
     if (x.method === "GET") {
       const problem = getQueryProblem(x.path);

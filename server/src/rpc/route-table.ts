@@ -12,6 +12,7 @@ import {
   type MethodSerializationLookup,
   type UniversalHandler,
 } from "@connectrpc/connect/protocol";
+import type { StreamRoute } from "./grpc-server-stream.js";
 
 /**
  * THE route table: built from the same `routes(router)` function that
@@ -32,6 +33,8 @@ export interface Route {
   readonly handler: UniversalHandler;
   /** The implementation spec, for unary methods (what the unary drivers run). */
   readonly unary: UnaryRoute | undefined;
+  /** The implementation spec, for server-streaming methods (the gRPC stream driver). */
+  readonly serverStream: StreamRoute | undefined;
 }
 
 /** What the unary drivers need of a unary method. */
@@ -85,6 +88,15 @@ export function buildRouteTable(
   const table = new Map<string, Route>();
   for (const handler of real.handlers) {
     const spec = specs.get(handler.requestPath);
+    const serialization =
+      spec === undefined
+        ? undefined
+        : createMethodSerializationLookup(
+            spec.method,
+            options.binaryOptions,
+            options.jsonOptions,
+            limits,
+          );
     table.set(handler.requestPath, {
       path: handler.requestPath,
       method: handler.method,
@@ -96,12 +108,17 @@ export function buildRouteTable(
               spec,
               method: spec.method,
               service: handler.service,
-              serialization: createMethodSerializationLookup(
-                spec.method,
-                options.binaryOptions,
-                options.jsonOptions,
-                limits,
-              ),
+              serialization: serialization as MethodSerializationLookup<DescMessage, DescMessage>,
+            }
+          : undefined,
+      serverStream:
+        spec?.kind === "server_streaming" && serialization !== undefined
+          ? {
+              spec,
+              method: spec.method,
+              service: handler.service,
+              input: serialization.getI(true),
+              output: serialization.getO(true),
             }
           : undefined,
     });
