@@ -255,6 +255,20 @@ function detailsApart(a: Answer): { answer: Answer; types: string[] } {
   };
 }
 
+/**
+ * The one deliberate difference: the engine reads a unary body at its
+ * request gate, inside the interceptor chain, so a body error comes back
+ * with the request id (and is logged), where connect's handler answers it
+ * before any interceptor runs. Checked, then taken out of the comparison.
+ */
+function gated(viaConnect: Answer, viaEngine: Answer): Answer {
+  if (viaConnect.headers["x-request-id"] !== undefined) return viaEngine;
+  if (viaEngine.headers["x-request-id"] === undefined) return viaEngine;
+  expect(viaConnect.status).toBeGreaterThanOrEqual(400);
+  const { "x-request-id": _, ...headers } = viaEngine.headers;
+  return { ...viaEngine, headers, order: viaEngine.order.filter((k) => k !== "x-request-id") };
+}
+
 describe("the Connect unary fast path answers exactly as connect's Connect handler", () => {
   let diff: Differential;
   let connect: TestServer;
@@ -295,7 +309,7 @@ describe("the Connect unary fast path answers exactly as connect's Connect handl
     const a = await send[transport](viaConnect, call);
     diff.label("fast");
     const b = await send[transport](viaFast, call);
-    return [a, b];
+    return [a, gated(a, b)];
   }
 
   const authed = (extra: Record<string, string> = {}) => ({
@@ -706,7 +720,7 @@ describe("the Connect unary fast path answers exactly as connect's Connect handl
     diff.label("fast");
     const b = await onOneConnection(fast.url);
     expect(a.map((x) => x.status)).toEqual([200, 404, 501, 400, 200]);
-    expect(b).toEqual(a);
+    expect(b.map((x, i) => gated(a[i] as Answer, x))).toEqual(a);
   });
 
   it("Login: OK, wrong password, then the 4th attempt rate limited with QuotaFailure and RetryInfo", async () => {

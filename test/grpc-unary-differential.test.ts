@@ -165,6 +165,20 @@ function maskTokens(answer: Answer): Answer {
   };
 }
 
+/**
+ * The one deliberate difference: the engine reads a unary body at its
+ * request gate, inside the interceptor chain, so a body error comes back
+ * with the request id (and is logged), where connect's handler answers it
+ * before any interceptor runs. Checked, then taken out of the comparison.
+ */
+function gated(viaConnect: Answer, viaEngine: Answer): Answer {
+  if (viaConnect.trailers["x-request-id"] !== undefined) return viaEngine;
+  if (viaEngine.trailers["x-request-id"] === undefined) return viaEngine;
+  expect(viaConnect.trailers["grpc-status"]).not.toBe("0");
+  const { "x-request-id": _, ...trailers } = viaEngine.trailers;
+  return { ...viaEngine, trailers };
+}
+
 describe("the gRPC unary fast path answers exactly as connect's gRPC handler", () => {
   let diff: Differential;
   let connect: TestServer;
@@ -195,7 +209,7 @@ describe("the gRPC unary fast path answers exactly as connect's gRPC handler", (
     const a = await rawCall(connect.url, call);
     diff.label("fast");
     const b = await rawCall(fast.url, call);
-    return [a, b];
+    return [a, gated(a, b)];
   }
 
   const authed = (extra: Record<string, string> = {}) => ({

@@ -66,7 +66,7 @@ function normalise(status: number, raw: Record<string, unknown>, body: Buffer): 
         trailer["server-timing"] = trailer["server-timing"].replace(/dur=[\d.]+/, "dur=…");
       if (trailer["x-request-id"] && !trailer["x-request-id"].startsWith("diff-"))
         trailer["x-request-id"] = "<generated>";
-      frames.push(`${flags}:${Buffer.from(JSON.stringify(trailer)).toString("base64")}`);
+      frames.push(`${flags}:trailer`);
     } else {
       frames.push(`${flags}:${data.toString("base64")}`);
     }
@@ -207,6 +207,18 @@ describe("gRPC-Web unary through the engine answers exactly as connect's gRPC-We
         diff.label("engine");
         const viaEngine = await send(engine.url, body, headers);
         expect(viaConnect.trailer["grpc-status"]).toBe(code);
+        // The one deliberate difference: the engine reads a unary body at
+        // its request gate, inside the interceptor chain, so a body error
+        // carries the request id (and is logged); connect's handler answers
+        // it before any interceptor runs.
+        if (
+          viaConnect.trailer["x-request-id"] === undefined &&
+          viaEngine.trailer["x-request-id"] !== undefined
+        ) {
+          expect(code).not.toBe("0");
+          expect(viaEngine.trailer["x-request-id"]).toBe("diff-web");
+          delete viaEngine.trailer["x-request-id"];
+        }
         expect(viaEngine).toEqual(viaConnect);
       });
     }

@@ -21,7 +21,7 @@ import { WakeSignal } from "./events/wake-signal.js";
 import { logRedisAvailability } from "./health/redis-availability.js";
 import { startStoreProbe } from "./health/store-probe.js";
 import { type CallTracker, createCallTracker } from "./interceptors/call-tracker-interceptor.js";
-import { interceptorChain } from "./interceptors/chain.js";
+import { HEADER_ONLY_INTERCEPTORS, interceptorChain } from "./interceptors/chain.js";
 import { HealthState } from "./protocol/health.js";
 import { DEFAULT_WEB_DIST, registerWebApp } from "./protocol/web-app.js";
 import { appServices, routes } from "./routes.js";
@@ -221,6 +221,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     engine = createEngine({
       routes: rpcRoutes,
       interceptors,
+      requestGateAfter: interceptors.length === 0 ? 0 : HEADER_ONLY_INTERCEPTORS,
       contextValues: contextValuesFor,
       acceptCompression,
       readMaxBytes: config.maxMessageBytes,

@@ -41,8 +41,13 @@ export interface ChainDeps {
  *                    floods of bad requests are limited too.
  * 7. validation    — every request message against its declared rules.
  * 8. timing        — innermost: `server-timing` is the handler's own time.
+ *
+ * 1–6 need only the request headers: the protocol engine runs them before
+ * it reads a unary request body (its request gate stands between 6 and 7),
+ * so a call they refuse never has its body buffered.
  */
 export function interceptorChain(deps: ChainDeps): Interceptor[] {
+  // Keep HEADER_ONLY_INTERCEPTORS in step with this list.
   return [
     requestIdInterceptor(deps.logger),
     accessLogInterceptor(deps.logger),
@@ -54,3 +59,6 @@ export function interceptorChain(deps: ChainDeps): Interceptor[] {
     timingInterceptor(),
   ];
 }
+
+/** How many of the chain's interceptors (the outermost) need only request headers: 1–6 above. */
+export const HEADER_ONLY_INTERCEPTORS = 6;

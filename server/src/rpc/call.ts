@@ -1,4 +1,4 @@
-import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
+import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -138,6 +138,21 @@ export function invokeUnary(
     interceptors,
   );
 }
+
+/**
+ * What an unary call's request message is until the chain reaches the
+ * request gate (request-gate.ts), which puts the parsed message in its
+ * place: an empty message of the input type, shared and frozen.
+ */
+export function placeholder(route: UnaryRoute): MessageShape<DescMessage> {
+  let empty = placeholders.get(route.method.input);
+  if (empty === undefined) {
+    empty = Object.freeze(create(route.method.input));
+    placeholders.set(route.method.input, empty);
+  }
+  return empty;
+}
+const placeholders = new WeakMap<DescMessage, MessageShape<DescMessage>>();
 
 /** A request header by its lower-case name (connect's constants are capitalised). */
 export function header(headers: NodeIncomingHeaders, name: string): string | null {

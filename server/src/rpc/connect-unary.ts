@@ -13,9 +13,17 @@ import {
   parseTimeout,
   trailerMux,
 } from "@connectrpc/connect/protocol-connect";
-import { CallLifetime, handlerContext, header, invokeUnary, toConnectError } from "./call.js";
+import {
+  CallLifetime,
+  handlerContext,
+  header,
+  invokeUnary,
+  placeholder,
+  toConnectError,
+} from "./call.js";
 import type { Exchange } from "./exchange.js";
 import { FastHeaders } from "./headers.js";
+import { kRequestBody } from "./request-gate.js";
 import type { UnaryRoute } from "./route-table.js";
 import type { Serving } from "./serving.js";
 import { readUnaryBody } from "./unary-body.js";
@@ -144,23 +152,32 @@ export function serveConnectUnary(
     return;
   }
 
-  const run = async (bytes: Uint8Array): Promise<Uint8Array> => {
-    const data = compression.request
-      ? await compression.request.decompress(bytes, serving.readMaxBytes)
-      : bytes;
-    const input = route.serialization.getI(binary).parse(data);
-    const output = await invokeUnary(route, context, input, serving.interceptors);
-    return route.serialization.getO(binary).serialize(output);
-  };
-  readUnaryBody(
-    x.body,
-    serving.readMaxBytes,
-    header(headers, CONTENT_LENGTH),
-    x.budget,
-    (result) => {
-      if (call.done) return; // the client went away while the body arrived
-      if (result instanceof Uint8Array) run(result).then((body) => send(200, body), fail);
-      else fail(result);
-    },
-  );
+  /** Reads the body and parses the message, failing as connect's handler fails. */
+  const readMessage = () =>
+    new Promise<unknown>((resolve, reject) => {
+      x.onClose((reason) =>
+        reject(reason ?? new ConnectError("the client went away", Code.Canceled)),
+      );
+      readUnaryBody(
+        x.body,
+        serving.readMaxBytes,
+        header(headers, CONTENT_LENGTH),
+        x.budget,
+        (result) => {
+          if (!(result instanceof Uint8Array)) return reject(result);
+          const decompressed = compression.request
+            ? compression.request.decompress(result, serving.readMaxBytes)
+            : Promise.resolve(result);
+          decompressed
+            .then((data) => resolve(route.serialization.getI(binary).parse(data)))
+            .catch(reject);
+        },
+      );
+    });
+
+  // The body is read when the call reaches the request gate (request-gate.ts).
+  values.set(kRequestBody, readMessage);
+  invokeUnary(route, context, placeholder(route), serving.interceptors)
+    .then((output) => send(200, route.serialization.getO(binary).serialize(output)), fail)
+    .catch(() => x.reset());
 }

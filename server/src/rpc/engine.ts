@@ -25,6 +25,7 @@ import { type Exchange, Http1Exchange, Http2Exchange } from "./exchange.js";
 import { serveGrpcServerStream } from "./grpc-server-stream.js";
 import { serveGrpcUnary } from "./grpc-unary.js";
 import type { Http1Handler, StreamHandler } from "./listener.js";
+import { withRequestGate } from "./request-gate.js";
 import { buildRouteTable, type Route, type RouteOptions } from "./route-table.js";
 import type { Serving } from "./serving.js";
 import { serveUniversal } from "./universal.js";
@@ -37,6 +38,13 @@ export interface EngineOptions {
   /** The same function connect-fastify is given. */
   readonly routes: (router: ConnectRouter) => void;
   readonly interceptors: readonly Interceptor[];
+  /**
+   * How many of `interceptors` (the outermost) need only the request
+   * headers: the unary drivers run them before reading the body, which is
+   * read at the request gate (request-gate.ts). Default 0: the body is read
+   * before any interceptor, as connect does.
+   */
+  readonly requestGateAfter?: number;
   /** The context values of a call, from where it came from. */
   readonly contextValues: (peer: Peer) => ContextValues;
   readonly acceptCompression: readonly Compression[];
@@ -104,11 +112,14 @@ export function createEngine(options: EngineOptions): Engine {
     compressMinBytes: options.compressMinBytes ?? DEFAULT_COMPRESS_MIN_BYTES,
     maxTimeoutMs: options.maxTimeoutMs ?? Number.MAX_SAFE_INTEGER,
     acceptCompression: [...options.acceptCompression],
-    interceptors: [...options.interceptors],
+    interceptors: withRequestGate(options.interceptors, options.requestGateAfter ?? 0),
     shutdownSignal: options.shutdownSignal,
   };
   const routes = buildRouteTable(options.routes, {
     ...serving,
+    // connect's handlers read the body before any interceptor; the gate
+    // would find nothing to read there.
+    interceptors: [...options.interceptors],
     jsonOptions: options.jsonOptions,
     binaryOptions: options.binaryOptions,
     requireConnectProtocolHeader: options.requireConnectProtocolHeader ?? false,

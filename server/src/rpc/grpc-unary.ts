@@ -1,3 +1,4 @@
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import {
   compressedFlag,
@@ -21,9 +22,17 @@ import {
   trailerFlag,
   trailerSerialize,
 } from "@connectrpc/connect/protocol-grpc-web";
-import { CallLifetime, handlerContext, header, invokeUnary, toConnectError } from "./call.js";
+import {
+  CallLifetime,
+  handlerContext,
+  header,
+  invokeUnary,
+  placeholder,
+  toConnectError,
+} from "./call.js";
 import type { Exchange } from "./exchange.js";
 import { FastHeaders } from "./headers.js";
+import { kRequestBody } from "./request-gate.js";
 import type { UnaryRoute } from "./route-table.js";
 import type { Serving } from "./serving.js";
 import { ENVELOPE_PREFIX_BYTES, readUnaryEnvelopes } from "./unary-body.js";
@@ -134,9 +143,8 @@ export function serveGrpcUnary(
   const parse = async (env: EnvelopedMessage) =>
     input.parse((await envelopeDecompress(env, compression.request, serving.readMaxBytes)).data);
 
-  const invoke = async (first: EnvelopedMessage) => {
-    const message = await parse(first);
-    let data = output.serialize(await invokeUnary(route, context, message, serving.interceptors));
+  const encode = async (message: MessageShape<DescMessage>) => {
+    let data = output.serialize(message);
     let flags = 0;
     if (compression.response && data.byteLength >= serving.compressMinBytes) {
       data = await compression.response.compress(data);
@@ -145,40 +153,50 @@ export function serveGrpcUnary(
     return envelope(flags, data);
   };
 
-  readUnaryEnvelopes(x.body, serving.readMaxBytes, x.budget, (error, first, second) => {
-    if (call.done) return; // the client went away while the body arrived
-    if (error !== undefined && first === undefined) return fail(error);
-    if (first === undefined) {
-      return fail(
-        new ConnectError(
-          "protocol error: missing input message for unary method",
-          Code.Unimplemented,
-        ),
+  /** Reads the body and parses its one message, failing as connect's handler fails. */
+  const readMessage = () =>
+    new Promise<MessageShape<DescMessage>>((resolve, reject) => {
+      x.onClose((reason) =>
+        reject(reason ?? new ConnectError("the client went away", Code.Canceled)),
       );
-    }
-    // As in connect: the first message is decompressed and parsed before
-    // the stream's trailing problems (a second message, an incomplete
-    // envelope) are reported.
-    if (error !== undefined || second !== undefined) {
-      parse(first)
-        .then(() => (second ? parse(second) : undefined))
-        .then(() => {
-          throw (
-            error ??
+      readUnaryEnvelopes(x.body, serving.readMaxBytes, x.budget, (error, first, second) => {
+        if (error !== undefined && first === undefined) return reject(error);
+        if (first === undefined) {
+          return reject(
             new ConnectError(
-              "protocol error: received extra input message for unary method",
+              "protocol error: missing input message for unary method",
               Code.Unimplemented,
-            )
+            ),
           );
-        })
-        .catch(fail)
-        .catch(() => x.reset());
-      return;
-    }
-    // Node refusing a header (e.g. an interceptor set an invalid value)
-    // throws from `respond`: the exchange is reset rather than left hanging.
-    invoke(first)
-      .then(respond, fail)
-      .catch(() => x.reset());
-  });
+        }
+        // As in connect: the first message is decompressed and parsed before
+        // the stream's trailing problems (a second message, an incomplete
+        // envelope) are reported.
+        if (error !== undefined || second !== undefined) {
+          parse(first)
+            .then(() => (second ? parse(second) : undefined))
+            .then(() => {
+              throw (
+                error ??
+                new ConnectError(
+                  "protocol error: received extra input message for unary method",
+                  Code.Unimplemented,
+                )
+              );
+            })
+            .catch(reject);
+          return;
+        }
+        parse(first).then(resolve, reject);
+      });
+    });
+
+  // The body is read when the call reaches the request gate (request-gate.ts).
+  values.set(kRequestBody, readMessage);
+  // Node refusing a header (e.g. an interceptor set an invalid value)
+  // throws from `respond`: the exchange is reset rather than left hanging.
+  invokeUnary(route, context, placeholder(route), serving.interceptors)
+    .then(encode)
+    .then(respond, fail)
+    .catch(() => x.reset());
 }

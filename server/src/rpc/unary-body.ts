@@ -142,6 +142,12 @@ export function readUnaryEnvelopes(
         : undefined,
     );
   };
+  // A body that was empty (END_STREAM on the headers) may have ended
+  // before anyone listened: Node emitted 'end' already.
+  if (body.readableEnded) {
+    onEnd();
+    return;
+  }
   body.on("data", onData);
   body.on("end", onEnd);
 }
@@ -221,6 +227,12 @@ export function readUnaryBody(
     }
     stop(chunks.length === 0 ? new Uint8Array(0) : chunks.shift(chunks.length));
   };
+  // A body that was empty (END_STREAM on the headers) may have ended
+  // before anyone listened: Node emitted 'end' already.
+  if (body.readableEnded) {
+    onEnd();
+    return;
+  }
   body.on("data", onData);
   body.on("end", onEnd);
 }
