@@ -6,6 +6,7 @@ import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
 import { createAccessVerifier } from "./auth/access-verifier.js";
+import { createLoginThrottle } from "./auth/login-throttle.js";
 import { hashPassword, verifyPassword } from "./auth/passwords.js";
 import { accessPolicy } from "./auth/policy.js";
 import { LocalRevokedSessions, type RevokedSessions } from "./auth/revoked-sessions.js";
@@ -39,6 +40,8 @@ export interface AppDeps {
   readonly logger: Logger;
   /** Replaces argon2id hashing (tests of unrelated behaviour may want speed). */
   readonly hashPassword?: (password: string) => Promise<string>;
+  /** Replaces argon2id verification (tests count how often a password is checked). */
+  readonly verifyPassword?: (phc: string, password: string) => Promise<boolean>;
   /** The built web app to serve (default: web/dist); nothing is served if it is absent. */
   readonly webRoot?: string;
   /**
@@ -189,9 +192,10 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
     tokens,
     logger,
     refreshTtlSeconds: config.auth.refreshTokenTtlSeconds,
-    verifyPassword,
+    verifyPassword: deps.verifyPassword ?? verifyPassword,
     revokedSessions,
     refreshRetryGraceSeconds: config.auth.refreshRetryGraceSeconds,
+    loginThrottle: createLoginThrottle({ limits: config.loginThrottle, redis, logger }),
   });
   const chatService = createChatService({
     store,

@@ -53,6 +53,26 @@ describe("loadConfig", () => {
     expect(loadConfig({ BODY_BYTES_TOTAL: "1000" }).bodyBudget.total).toBe(1000);
   });
 
+  it("throttles failed logins by default: 10 per account+IP, 100 a day per account and per IP, 60 s lockouts up to an hour", () => {
+    expect(loadConfig({}).loginThrottle).toEqual({
+      consecutiveFailsPerAccountAndIp: 10,
+      failsPerAccount: { points: 100, durationSeconds: 86400 },
+      failsPerIp: { points: 100, durationSeconds: 86400 },
+      lockoutSeconds: 60,
+      maxLockoutSeconds: 3600,
+    });
+  });
+
+  it("refuses login windows over 21 days and a longest lockout shorter than the first", () => {
+    expect(() =>
+      loadConfig({
+        LOGIN_FAILS_PER_ACCOUNT: "100/2000000",
+        LOGIN_LOCKOUT_SECONDS: "600",
+        LOGIN_LOCKOUT_MAX_SECONDS: "60",
+      }),
+    ).toThrow(/LOGIN_FAILS_PER_ACCOUNT: seconds must be at most[\s\S]*LOGIN_LOCKOUT_MAX_SECONDS/);
+  });
+
   it("rejects a port out of range", () => {
     expect(() => loadConfig({ PORT: "70000" })).toThrow(/PORT: must be 0\.\.65535/);
   });

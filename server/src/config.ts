@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { z } from "zod";
+import type { LoginThrottleLimits } from "./auth/login-throttle.js";
 
 /**
  * Switchboard's configuration: every environment variable is parsed and
@@ -33,6 +34,16 @@ const rateLimit = z
     return { points, durationSeconds: seconds };
   })
   .refine((r) => r.points >= 1 && r.durationSeconds >= 1, "points and seconds must be at least 1");
+
+/**
+ * Login-failure windows are kept in timers in memory, which cannot exceed
+ * 24.8 days; 21 days (auth/login-throttle.ts REMEMBER_SECONDS) is the cap.
+ */
+const MAX_LOGIN_WINDOW_SECONDS = 21 * 24 * 3600;
+const loginWindow = rateLimit.refine(
+  (r) => r.durationSeconds <= MAX_LOGIN_WINDOW_SECONDS,
+  `seconds must be at most ${MAX_LOGIN_WINDOW_SECONDS} (21 days)`,
+);
 
 const envSchema = z
   .object({
@@ -93,6 +104,11 @@ const envSchema = z
     RATE_LIMIT_LOGIN: rateLimit.prefault("10/60"),
     RATE_LIMIT_REGISTER: rateLimit.prefault("20/3600"),
     RATE_LIMIT_CHAT: rateLimit.prefault("20/10"),
+    LOGIN_FAILS_PER_ACCOUNT: loginWindow.prefault("100/86400"),
+    LOGIN_FAILS_PER_ACCOUNT_AND_IP: positiveInt(1_000_000).default(10),
+    LOGIN_FAILS_PER_IP: loginWindow.prefault("100/86400"),
+    LOGIN_LOCKOUT_SECONDS: positiveInt(86_400).default(60),
+    LOGIN_LOCKOUT_MAX_SECONDS: positiveInt(86_400).default(3600),
     CHAT_SUBSCRIBER_BUFFER: positiveInt(1_000_000).default(512),
   })
   .superRefine((env, ctx) => {
@@ -109,6 +125,13 @@ const envSchema = z
         code: "custom",
         path: [env.TLS_CERT === undefined ? "TLS_CERT" : "TLS_KEY"],
         message: "TLS_CERT and TLS_KEY must be set together",
+      });
+    }
+    if (env.LOGIN_LOCKOUT_MAX_SECONDS < env.LOGIN_LOCKOUT_SECONDS) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["LOGIN_LOCKOUT_MAX_SECONDS"],
+        message: "must be at least LOGIN_LOCKOUT_SECONDS",
       });
     }
     if (env.TLS_CLIENT_CA !== undefined && env.TLS_CERT === undefined) {
@@ -193,6 +216,12 @@ export interface Config {
     /** Per user, chat messages sent (Send and the bidi Chat call). */
     readonly chat: RateLimit;
   };
+  /**
+   * Login-failure limits, checked before any password is: per client IP, per
+   * account and client IP (consecutive, with a doubling lockout, reset by a
+   * success), and per account from client IPs it never logged in from.
+   */
+  readonly loginThrottle: LoginThrottleLimits;
   readonly chat: {
     /**
      * Events a subscriber may have queued and unread before it is cut off
@@ -284,6 +313,13 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       login: Object.freeze(e.RATE_LIMIT_LOGIN),
       register: Object.freeze(e.RATE_LIMIT_REGISTER),
       chat: Object.freeze(e.RATE_LIMIT_CHAT),
+    }),
+    loginThrottle: Object.freeze({
+      consecutiveFailsPerAccountAndIp: e.LOGIN_FAILS_PER_ACCOUNT_AND_IP,
+      failsPerAccount: Object.freeze(e.LOGIN_FAILS_PER_ACCOUNT),
+      failsPerIp: Object.freeze(e.LOGIN_FAILS_PER_IP),
+      lockoutSeconds: e.LOGIN_LOCKOUT_SECONDS,
+      maxLockoutSeconds: e.LOGIN_LOCKOUT_MAX_SECONDS,
     }),
     chat: Object.freeze({ subscriberBuffer: e.CHAT_SUBSCRIBER_BUFFER }),
   });

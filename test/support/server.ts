@@ -40,6 +40,9 @@ export const TEST_ENV: Readonly<Record<string, string>> = {
   RATE_LIMIT_LOGIN: "100000/1",
   RATE_LIMIT_REGISTER: "100000/1",
   RATE_LIMIT_CHAT: "100000/1",
+  LOGIN_FAILS_PER_ACCOUNT: "100000/1",
+  LOGIN_FAILS_PER_ACCOUNT_AND_IP: "100000",
+  LOGIN_FAILS_PER_IP: "100000/1",
 };
 
 /**
@@ -56,6 +59,8 @@ export async function startTestServer(
     logLines?: Array<Record<string, unknown>>;
     /** Replaces argon2id's production parameters (bulk-import tests want cheap hashes). */
     hashPassword?: (password: string) => Promise<string>;
+    /** Replaces argon2id verification, e.g. to count the password checks. */
+    verifyPassword?: (phc: string, password: string) => Promise<boolean>;
     /** Serves this already open store (several servers can share one) instead of opening one. */
     store?: Store;
     /** Serves the web app from this directory (default: web/dist, when built). */
@@ -85,6 +90,7 @@ export async function startTestServer(
     store,
     logger,
     ...(options.hashPassword ? { hashPassword: options.hashPassword } : {}),
+    ...(options.verifyPassword ? { verifyPassword: options.verifyPassword } : {}),
     ...(options.webRoot ? { webRoot: options.webRoot } : {}),
   });
   const url = (await app.listen()).replace("localhost", "127.0.0.1");

@@ -14,8 +14,14 @@ import {
 import { pino } from "pino";
 import { v7 as uuidv7 } from "uuid";
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { BadRequestSchema, ErrorInfoSchema } from "../../../gen/google/rpc/error_details_pb.js";
+import {
+  BadRequestSchema,
+  ErrorInfoSchema,
+  QuotaFailureSchema,
+  RetryInfoSchema,
+} from "../../../gen/google/rpc/error_details_pb.js";
 import { AuthService, LoginResponseSchema } from "../../../gen/switchboard/auth/v1/auth_pb.js";
+import { createLoginThrottle, type LoginThrottleLimits } from "../auth/login-throttle.js";
 import { hashPassword, verifyPassword } from "../auth/passwords.js";
 import { hashRefreshToken } from "../auth/refresh-tokens.js";
 import { createTokenService, type TokenService } from "../auth/tokens.js";
@@ -25,7 +31,7 @@ import { openStore } from "../storage/index.js";
 import type { Store, UserRecord } from "../storage/store.js";
 import { appRequestRules } from "../validation/request-rules.js";
 import { validationInterceptor } from "../validation/validation-interceptor.js";
-import { createAuthService } from "./auth-service.js";
+import { type AuthServiceDeps, createAuthService } from "./auth-service.js";
 
 const ACCESS_TTL = 900;
 const REFRESH_TTL = 3600;
@@ -39,7 +45,10 @@ let now: Date;
 let tokens: TokenService;
 let logs: Array<Record<string, unknown>>;
 let verifyCalls: string[];
-let client: ReturnType<typeof createClient<typeof AuthService>>;
+type AuthClient = ReturnType<typeof createClient<typeof AuthService>>;
+let client: AuthClient;
+/** A client of an AuthService built like `client`'s, with `extra` dependencies. */
+let clientWith: (extra: Partial<AuthServiceDeps>) => AuthClient;
 let ada: UserRecord;
 let bob: UserRecord;
 
@@ -79,23 +88,27 @@ beforeEach(async () => {
     { level: "info" },
     { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) },
   );
-  const service = createAuthService({
-    store,
-    tokens,
-    logger,
-    refreshTtlSeconds: REFRESH_TTL,
-    verifyPassword: (phc, password) => {
-      verifyCalls.push(phc);
-      return verifyPassword(phc, password);
-    },
-    clock,
-  });
-  client = createClient(
-    AuthService,
-    createRouterTransport(({ service: register }) => register(AuthService, service), {
-      router: { interceptors: [httpAndAuth, validationInterceptor(appRequestRules)] },
-    }),
-  );
+  clientWith = (extra) => {
+    const service = createAuthService({
+      store,
+      tokens,
+      logger,
+      refreshTtlSeconds: REFRESH_TTL,
+      verifyPassword: (phc, password) => {
+        verifyCalls.push(phc);
+        return verifyPassword(phc, password);
+      },
+      clock,
+      ...extra,
+    });
+    return createClient(
+      AuthService,
+      createRouterTransport(({ service: register }) => register(AuthService, service), {
+        router: { interceptors: [httpAndAuth, validationInterceptor(appRequestRules)] },
+      }),
+    );
+  };
+  client = clientWith({});
   ada = await store.createUser({
     id: uuidv7(),
     username: "Ada",
@@ -260,6 +273,110 @@ describe("AuthService.Login", () => {
     );
     expect(long.code).toBe(Code.InvalidArgument);
     expect(verifyCalls).toEqual([]);
+  });
+});
+
+describe("AuthService.Login throttling", () => {
+  const limits: LoginThrottleLimits = {
+    consecutiveFailsPerAccountAndIp: 3,
+    failsPerAccount: { points: 5, durationSeconds: 3600 },
+    failsPerIp: { points: 8, durationSeconds: 3600 },
+    lockoutSeconds: 60,
+    maxLockoutSeconds: 3600,
+  };
+  let throttled: AuthClient;
+  beforeEach(() => {
+    throttled = clientWith({ loginThrottle: createLoginThrottle({ limits }) });
+  });
+
+  const from = (ip: string, username = "ada", password = "wrong password") =>
+    throttled.login({ username, password }, { headers: { "x-test-ip": ip } });
+  /** The call's code, and for ResourceExhausted the QuotaFailure subject and RetryInfo seconds. */
+  const outcome = async (call: Promise<unknown>) => {
+    try {
+      await call;
+      return "OK";
+    } catch (e) {
+      const err = ConnectError.from(e);
+      if (err.code !== Code.ResourceExhausted) return Code[err.code];
+      const retry = err.findDetails(RetryInfoSchema)[0]?.retryDelay;
+      return {
+        subject: err.findDetails(QuotaFailureSchema)[0]?.violations[0]?.subject,
+        retrySeconds: retry === undefined ? undefined : Number(retry.seconds),
+      };
+    }
+  };
+
+  it("refuses an account attacked from many IPs with ResourceExhausted and RetryInfo, before any argon2 check", async () => {
+    for (let i = 1; i <= 5; i++) {
+      expect(await outcome(from(`198.51.100.${i}`))).toBe("Unauthenticated");
+    }
+    expect(verifyCalls).toHaveLength(5);
+    // A sixth IP, even with the right password, is refused unchecked.
+    for (const password of ["wrong password", PASSWORD]) {
+      const refused = await outcome(from("198.51.100.6", "ada", password));
+      expect(refused).toMatchObject({ subject: "login-fails:account:ada" });
+      expect((refused as { retrySeconds: number }).retrySeconds).toBeGreaterThan(3500);
+    }
+    expect(verifyCalls).toHaveLength(5);
+  });
+
+  it("counts every name of an account together (username and email)", async () => {
+    for (const [i, name] of ["ada", "ADA", "ada@example.com", "Ada", "ada@EXAMPLE.com"].entries()) {
+      await outcome(from(`198.51.100.${i + 1}`, name));
+    }
+    expect(await outcome(from("198.51.100.9", "ada@example.com"))).toMatchObject({
+      subject: "login-fails:account:ada@example.com",
+    });
+  });
+
+  it("still lets the user log in from an IP they logged in from before, while the account is throttled", async () => {
+    expect(await outcome(from("203.0.113.7", "ada", PASSWORD))).toBe("OK");
+    for (let i = 1; i <= 6; i++) await outcome(from(`198.51.100.${i}`));
+    expect(await outcome(from("198.51.100.7", "ada", PASSWORD))).toMatchObject({
+      subject: "login-fails:account:ada",
+    });
+    expect(await outcome(from("203.0.113.7", "ada", PASSWORD))).toBe("OK");
+    // Another account is not affected at all.
+    expect(await outcome(from("198.51.100.7", "bob", PASSWORD))).toBe("OK");
+  });
+
+  it("locks an account+IP out after consecutive failures, for longer each time, and a success resets the count", async () => {
+    const ip = "203.0.113.7";
+    for (let round = 0; round < 2; round++) {
+      expect(await outcome(from(ip))).toBe("Unauthenticated");
+      expect(await outcome(from(ip))).toBe("Unauthenticated");
+      // Two failures, then the right password: the count starts again.
+      expect(await outcome(from(ip, "ada", PASSWORD))).toBe("OK");
+    }
+    for (let i = 0; i < 3; i++) expect(await outcome(from(ip))).toBe("Unauthenticated");
+    const before = verifyCalls.length;
+    expect(await outcome(from(ip, "ada", PASSWORD))).toEqual({
+      subject: `login-fails:account:ada:ip:${ip}`,
+      retrySeconds: 60,
+    });
+    expect(verifyCalls).toHaveLength(before);
+    // The same IP may still try other accounts (within its own limit).
+    expect(await outcome(from(ip, "bob", PASSWORD))).toBe("OK");
+  });
+
+  it("throttles a login that names no user exactly like one that does", async () => {
+    for (let i = 1; i <= 5; i++) {
+      expect(await outcome(from(`198.51.100.${i}`, "nobody"))).toBe("Unauthenticated");
+    }
+    expect(await outcome(from("198.51.100.6", "nobody"))).toMatchObject({
+      subject: "login-fails:account:nobody",
+    });
+  });
+
+  it("limits the failures of one IP across accounts", async () => {
+    const ip = "192.0.2.1";
+    for (let i = 0; i < 8; i++) {
+      expect(await outcome(from(ip, `someone${i}`))).toBe("Unauthenticated");
+    }
+    expect(await outcome(from(ip, "bob", PASSWORD))).toMatchObject({
+      subject: `login-fails:ip:${ip}`,
+    });
   });
 });
 

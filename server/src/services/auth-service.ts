@@ -4,6 +4,11 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { v7 as uuidv7 } from "uuid";
 import type { AuthService, LoginResponse } from "../../../gen/switchboard/auth/v1/auth_pb.js";
+import {
+  createLoginThrottle,
+  DEFAULT_LOGIN_THROTTLE,
+  type LoginThrottle,
+} from "../auth/login-throttle.js";
 import { hashPassword as defaultHashPassword } from "../auth/passwords.js";
 import { hashRefreshToken, newRefreshToken } from "../auth/refresh-tokens.js";
 import type { RevokedSessions } from "../auth/revoked-sessions.js";
@@ -62,6 +67,12 @@ export interface AuthServiceDeps {
    * the stored ones; default: `hashPassword` from auth/passwords.ts.
    */
   readonly hashPassword?: (password: string) => Promise<string>;
+  /**
+   * Decides, before any password check, whether a login attempt may be
+   * evaluated (per account, account+IP and IP failure limits); default: an
+   * in-memory throttle with the default limits.
+   */
+  readonly loginThrottle?: LoginThrottle;
   readonly clock?: () => Date;
   readonly newId?: () => string;
 }
@@ -86,6 +97,9 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
   const { store, tokens, refreshTtlSeconds } = deps;
   const clock = deps.clock ?? (() => new Date());
   const newId = deps.newId ?? uuidv7;
+  const throttle =
+    deps.loginThrottle ??
+    createLoginThrottle({ limits: DEFAULT_LOGIN_THROTTLE, logger: deps.logger });
   const graceSeconds = deps.refreshRetryGraceSeconds ?? REFRESH_RETRY_GRACE_SECONDS;
   // 0 means no retries at all, not "the same millisecond".
   const graceMs = graceSeconds > 0 ? graceSeconds * 1000 : -1;
@@ -228,6 +242,14 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
       const log = loggerFor(context);
       const peer = context.values.get(kPeer);
       const user = await store.findUserByLogin(login, { signal: context.signal });
+      // Before any password check. Every name of an account counts against
+      // it; a login naming no user is throttled just the same, by name.
+      const normalised = login.toLowerCase();
+      const admitted = await throttle.admit({
+        account: user === undefined ? `login:${normalised}` : `user:${user.id}`,
+        login: normalised,
+        ip: peer.ip,
+      });
       // One argon2 verification either way, so timing does not tell an
       // unknown user from a wrong password.
       const ok =
@@ -235,9 +257,11 @@ export function createAuthService(deps: AuthServiceDeps): ServiceImpl<typeof Aut
           ? await verify(await dummyHash, password, log).then(() => false)
           : await verify(user.passwordHash, password, log, user.id);
       if (user === undefined || !ok) {
+        await admitted.failed();
         log.info({ userId: user?.id, clientIp: peer.ip }, "login failed");
         throw invalidCredentials();
       }
+      await admitted.succeeded();
       context.signal.throwIfAborted();
       const now = clock();
       const refreshToken = newRefreshToken();
