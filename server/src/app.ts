@@ -167,6 +167,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
       listener = createListener(handler as RequestHandler, {
         tls: config.tls,
         maxConcurrentStreams: config.maxConcurrentStreams,
+        http1Timeouts: config.http1Timeouts,
         streamHandler: useEngine
           ? (stream, headers) => engine?.stream(stream, headers) ?? false
           : undefined,

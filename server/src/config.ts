@@ -71,6 +71,9 @@ const envSchema = z
     MAX_CONCURRENT_STREAMS: positiveInt(100_000).default(256),
     MAX_OPEN_STREAMS: positiveInt(1_000_000).default(20_000),
     RPC_ENGINE: z.enum(["engine", "connect"]).default("engine"),
+    HEADERS_TIMEOUT_MS: positiveInt(600_000).default(10_000),
+    REQUEST_TIMEOUT_MS: positiveInt(3_600_000).default(60_000),
+    KEEP_ALIVE_TIMEOUT_MS: positiveInt(3_600_000).default(60_000),
     BODY_BYTES_PER_CONNECTION: positiveInt(1024 * 1024 * 1024).default(8 * 1024 * 1024),
     BODY_BYTES_TOTAL: positiveInt(16 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
     AUTH_SIGNING_KEY: z.preprocess(
@@ -189,6 +192,17 @@ export interface Config {
    * ResourceExhausted instead of growing the server.
    */
   readonly bodyBudget: { readonly perConnection: number; readonly total: number };
+  /**
+   * HTTP/1.1: headers must arrive within `headersMs`, the whole request
+   * within `requestMs`; idle keep-alive connections close after
+   * `keepAliveMs` (HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS,
+   * KEEP_ALIVE_TIMEOUT_MS).
+   */
+  readonly http1Timeouts: {
+    readonly headersMs: number;
+    readonly requestMs: number;
+    readonly keepAliveMs: number;
+  };
   readonly auth: {
     /**
      * HMAC key for access tokens. Undefined outside production: a key is then
@@ -294,6 +308,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     maxOpenStreams: e.MAX_OPEN_STREAMS,
     rpcEngine: e.RPC_ENGINE,
     bodyBudget: { perConnection: e.BODY_BYTES_PER_CONNECTION, total: e.BODY_BYTES_TOTAL },
+    http1Timeouts: {
+      headersMs: e.HEADERS_TIMEOUT_MS,
+      requestMs: e.REQUEST_TIMEOUT_MS,
+      keepAliveMs: e.KEEP_ALIVE_TIMEOUT_MS,
+    },
     auth: Object.freeze({
       signingKey:
         e.AUTH_SIGNING_KEY === undefined ? undefined : Buffer.from(e.AUTH_SIGNING_KEY, "base64url"),

@@ -53,6 +53,17 @@ export interface ListenerOptions {
   /** A connection that sends no first byte within this time is dropped. */
   readonly prefaceTimeoutMs?: number;
   /**
+   * HTTP/1.1 timeouts: the request headers must arrive within `headersMs`
+   * and the whole request within `requestMs`; an idle keep-alive connection
+   * is closed after `keepAliveMs`. Node's defaults otherwise (60 s, 300 s,
+   * 5 s).
+   */
+  readonly http1Timeouts?: {
+    readonly headersMs: number;
+    readonly requestMs: number;
+    readonly keepAliveMs: number;
+  };
+  /**
    * Gets first pick of every HTTP/2 stream (the gRPC and Connect unary fast
    * paths); the streams it declines go through Node's compat layer to `handler`.
    */
@@ -222,7 +233,25 @@ export function createListener(appHandler: RequestHandler, options: ListenerOpti
     return controls(server, () => undefined);
   }
 
-  const h1 = http.createServer(handler);
+  const timeouts = options.http1Timeouts;
+  const h1 = http.createServer(
+    timeouts === undefined
+      ? {}
+      : {
+          headersTimeout: timeouts.headersMs,
+          requestTimeout: timeouts.requestMs,
+          keepAliveTimeout: timeouts.keepAliveMs,
+          // How often Node checks the header and request timeouts.
+          connectionsCheckingInterval: Math.min(1000, Math.max(50, timeouts.headersMs / 4)),
+        },
+    handler,
+  );
+  // Node starts checking headersTimeout/requestTimeout when an http.Server
+  // starts listening; this one never listens (it parses the sockets the
+  // port hands it), so its checker is started the way 'listening' starts it.
+  // Without this a client sending its headers a byte at a time (slowloris)
+  // is never timed out.
+  h1.emit("listening");
   const h2 = http2.createServer({ settings }, handler);
   routeStreams(h2);
   h2.on("session", trackSession);
