@@ -175,6 +175,9 @@ function switchboardEnv(dataDir: string, signingKey: string, extra: Record<strin
     RATE_LIMIT_LOGIN: unlimited,
     RATE_LIMIT_REGISTER: unlimited,
     RATE_LIMIT_CHAT: unlimited,
+    // The memory and fan-out scenarios open thousands of streams as one user.
+    MAX_STREAMS_PER_USER: "1000000",
+    MAX_STREAMS_PER_ANONYMOUS_IP: "1000000",
     ...extra,
   };
 }

@@ -219,6 +219,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
           rateLimits: config.rateLimits,
           redis,
           requestRules: appRequestRules,
+          streamQuotas: config.streamQuotas,
         });
   const acceptCompression = [compressionGzip, compressionBrotli];
   const rpcRoutes = routes({ userService, authService, chatService, health });

@@ -70,6 +70,8 @@ const envSchema = z
     MAX_MESSAGE_BYTES: positiveInt(256 * 1024 * 1024).default(4 * 1024 * 1024),
     MAX_CONCURRENT_STREAMS: positiveInt(100_000).default(256),
     MAX_OPEN_STREAMS: positiveInt(1_000_000).default(20_000),
+    MAX_STREAMS_PER_USER: positiveInt(1_000_000).default(100),
+    MAX_STREAMS_PER_ANONYMOUS_IP: positiveInt(1_000_000).default(20),
     RPC_ENGINE: z.enum(["engine", "connect"]).default("engine"),
     HEADERS_TIMEOUT_MS: positiveInt(600_000).default(10_000),
     REQUEST_TIMEOUT_MS: positiveInt(3_600_000).default(60_000),
@@ -180,6 +182,11 @@ export interface Config {
   readonly maxConcurrentStreams: number;
   /** Cap on long-lived streaming calls open at once in this process. */
   readonly maxOpenStreams: number;
+  /**
+   * Streams one caller may hold open at once, below `maxOpenStreams`: per
+   * authenticated user, and per client IP for anonymous (public) streams.
+   */
+  readonly streamQuotas: { readonly perUser: number; readonly perAnonymousIp: number };
   /**
    * What serves the RPCs: "engine", Switchboard's protocol engine
    * (server/src/rpc/), or "connect", connect-fastify — the reference
@@ -306,6 +313,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     maxMessageBytes: e.MAX_MESSAGE_BYTES,
     maxConcurrentStreams: e.MAX_CONCURRENT_STREAMS,
     maxOpenStreams: e.MAX_OPEN_STREAMS,
+    streamQuotas: {
+      perUser: e.MAX_STREAMS_PER_USER,
+      perAnonymousIp: e.MAX_STREAMS_PER_ANONYMOUS_IP,
+    },
     rpcEngine: e.RPC_ENGINE,
     bodyBudget: { perConnection: e.BODY_BYTES_PER_CONNECTION, total: e.BODY_BYTES_TOTAL },
     http1Timeouts: {

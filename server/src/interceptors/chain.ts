@@ -11,6 +11,7 @@ import type { CallTracker } from "./call-tracker-interceptor.js";
 import { errorInterceptor } from "./error-interceptor.js";
 import { rateLimitInterceptor } from "./rate-limit-interceptor.js";
 import { requestIdInterceptor } from "./request-id-interceptor.js";
+import { type StreamQuotas, streamQuotaInterceptor } from "./stream-quota-interceptor.js";
 import { timingInterceptor } from "./timing-interceptor.js";
 
 /** What the interceptor chain needs. */
@@ -22,6 +23,7 @@ export interface ChainDeps {
   readonly rateLimits: Config["rateLimits"];
   readonly redis?: Redis | undefined;
   readonly requestRules: RequestRules;
+  readonly streamQuotas: StreamQuotas;
 }
 
 /**
@@ -39,11 +41,12 @@ export interface ChainDeps {
  * 6. rate limit    — per user (needs auth's identity) or per IP; stricter
  *                    for Login and RegisterUser. Before validation, so
  *                    floods of bad requests are limited too.
- * 7. validation    — every request message against its declared rules.
- * 8. timing        — innermost: `server-timing` is the handler's own time.
+ * 7. stream quota  — open streams per user, and per IP for anonymous ones.
+ * 8. validation    — every request message against its declared rules.
+ * 9. timing        — innermost: `server-timing` is the handler's own time.
  *
- * 1–6 need only the request headers: the protocol engine runs them before
- * it reads a unary request body (its request gate stands between 6 and 7),
+ * 1–7 need only the request headers: the protocol engine runs them before
+ * it reads a unary request body (its request gate stands between 7 and 8),
  * so a call they refuse never has its body buffered.
  */
 export function interceptorChain(deps: ChainDeps): Interceptor[] {
@@ -55,10 +58,11 @@ export function interceptorChain(deps: ChainDeps): Interceptor[] {
     errorInterceptor(deps.logger),
     authInterceptor(deps.verifyAccessToken, deps.policy),
     rateLimitInterceptor({ limits: deps.rateLimits, redis: deps.redis }),
+    streamQuotaInterceptor(deps.streamQuotas),
     validationInterceptor(deps.requestRules),
     timingInterceptor(),
   ];
 }
 
-/** How many of the chain's interceptors (the outermost) need only request headers: 1–6 above. */
-export const HEADER_ONLY_INTERCEPTORS = 6;
+/** How many of the chain's interceptors (the outermost) need only request headers: 1–7 above. */
+export const HEADER_ONLY_INTERCEPTORS = 7;
