@@ -168,6 +168,7 @@ export async function build(config: Config, deps: AppDeps): Promise<App> {
         tls: config.tls,
         maxConcurrentStreams: config.maxConcurrentStreams,
         http1Timeouts: config.http1Timeouts,
+        http2IdleTimeoutMs: config.http2IdleTimeoutMs,
         streamHandler: useEngine
           ? (stream, headers) => engine?.stream(stream, headers) ?? false
           : undefined,

@@ -76,6 +76,7 @@ const envSchema = z
     HEADERS_TIMEOUT_MS: positiveInt(600_000).default(10_000),
     REQUEST_TIMEOUT_MS: positiveInt(3_600_000).default(60_000),
     KEEP_ALIVE_TIMEOUT_MS: positiveInt(3_600_000).default(60_000),
+    HTTP2_IDLE_TIMEOUT_MS: positiveInt(86_400_000).default(120_000),
     BODY_BYTES_PER_CONNECTION: positiveInt(1024 * 1024 * 1024).default(8 * 1024 * 1024),
     BODY_BYTES_TOTAL: positiveInt(16 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
     AUTH_SIGNING_KEY: z.preprocess(
@@ -205,6 +206,8 @@ export interface Config {
    * `keepAliveMs` (HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS,
    * KEEP_ALIVE_TIMEOUT_MS).
    */
+  /** An HTTP/2 session with no open stream and no traffic for this long is destroyed. */
+  readonly http2IdleTimeoutMs: number;
   readonly http1Timeouts: {
     readonly headersMs: number;
     readonly requestMs: number;
@@ -319,6 +322,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     },
     rpcEngine: e.RPC_ENGINE,
     bodyBudget: { perConnection: e.BODY_BYTES_PER_CONNECTION, total: e.BODY_BYTES_TOTAL },
+    http2IdleTimeoutMs: e.HTTP2_IDLE_TIMEOUT_MS,
     http1Timeouts: {
       headersMs: e.HEADERS_TIMEOUT_MS,
       requestMs: e.REQUEST_TIMEOUT_MS,

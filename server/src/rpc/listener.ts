@@ -58,6 +58,13 @@ export interface ListenerOptions {
    * is closed after `keepAliveMs`. Node's defaults otherwise (60 s, 300 s,
    * 5 s).
    */
+  /**
+   * An HTTP/2 session with no open stream and no traffic for this long is
+   * destroyed. This also reaps sessions Node stopped reading after it sent
+   * GOAWAY for a flood (rapid reset): they would otherwise stay open for
+   * good, even after the client's FIN.
+   */
+  readonly http2IdleTimeoutMs?: number;
   readonly http1Timeouts?: {
     readonly headersMs: number;
     readonly requestMs: number;
@@ -176,9 +183,25 @@ export function createListener(appHandler: RequestHandler, options: ListenerOpti
     );
   };
 
+  /** Open streams per session, for the idle timeout. */
+  const openStreams = new WeakMap<http2.Http2Session, number>();
+  const countStream = (stream: http2.ServerHttp2Stream) => {
+    const session = stream.session;
+    if (!session) return;
+    openStreams.set(session, (openStreams.get(session) ?? 0) + 1);
+    stream.once("close", () => openStreams.set(session, (openStreams.get(session) ?? 1) - 1));
+  };
   const trackSession = (session: http2.Http2Session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
+    if (options.http2IdleTimeoutMs !== undefined) {
+      // Fires after that long without a frame in either direction; a
+      // session holding open (idle) streams, such as a quiet chat
+      // subscription, is left alone.
+      session.setTimeout(options.http2IdleTimeoutMs, () => {
+        if ((openStreams.get(session) ?? 0) === 0) session.destroy();
+      });
+    }
     if (draining) session.close();
   };
 
@@ -223,6 +246,7 @@ export function createListener(appHandler: RequestHandler, options: ListenerOpti
       });
     }
     routeStreams(server);
+    server.prependListener("stream", countStream);
     server.on("session", trackSession);
     server.on("secureConnection", (socket: import("node:tls").TLSSocket) => {
       if (socket.alpnProtocol === "h2") http2Sockets.add(socket);
@@ -254,6 +278,7 @@ export function createListener(appHandler: RequestHandler, options: ListenerOpti
   h1.emit("listening");
   const h2 = http2.createServer({ settings }, handler);
   routeStreams(h2);
+  h2.prependListener("stream", countStream);
   h2.on("session", trackSession);
   // The sub-servers never listen; they only parse the sockets handed to them.
   const prefaceTimeoutMs = options.prefaceTimeoutMs ?? 10_000;
