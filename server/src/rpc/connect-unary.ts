@@ -1,4 +1,4 @@
-import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
+import type { ContextValues } from "@connectrpc/connect";
 import { compressionNegotiate } from "@connectrpc/connect/protocol";
 import {
   codeToHttpStatus,
@@ -21,9 +21,9 @@ import {
   placeholder,
   toConnectError,
 } from "./call.js";
-import type { Exchange } from "./exchange.js";
+import { type Exchange, gone } from "./exchange.js";
 import { FastHeaders } from "./headers.js";
-import { kRequestBody } from "./request-gate.js";
+import { deferBody } from "./request-gate.js";
 import type { UnaryRoute } from "./route-table.js";
 import type { Serving } from "./serving.js";
 import { readUnaryBody } from "./unary-body.js";
@@ -70,9 +70,7 @@ export function serveConnectUnary(
   const timeout = parseTimeout(header(headers, CONNECT_TIMEOUT), serving.maxTimeoutMs);
   // The call's one AbortController: client gone, deadline, shutdown.
   const call = new CallLifetime(serving.shutdownSignal, timeout.timeoutMs);
-  x.onClose((reason) =>
-    call.abandon(() => reason ?? new ConnectError("the client went away", Code.Canceled)),
-  );
+  x.onClose((reason) => call.abandon(() => reason ?? gone()));
   const responseHeader = new FastHeaders({
     [headerContentType]: binary ? contentTypeUnaryProto : contentTypeUnaryJson,
   });
@@ -155,9 +153,6 @@ export function serveConnectUnary(
   /** Reads the body and parses the message, failing as connect's handler fails. */
   const readMessage = () =>
     new Promise<unknown>((resolve, reject) => {
-      x.onClose((reason) =>
-        reject(reason ?? new ConnectError("the client went away", Code.Canceled)),
-      );
       readUnaryBody(
         x.body,
         serving.readMaxBytes,
@@ -176,7 +171,7 @@ export function serveConnectUnary(
     });
 
   // The body is read when the call reaches the request gate (request-gate.ts).
-  values.set(kRequestBody, readMessage);
+  deferBody(values, x, readMessage);
   invokeUnary(route, context, placeholder(route), serving.interceptors)
     .then((output) => send(200, route.serialization.getO(binary).serialize(output)), fail)
     .catch(() => x.reset());

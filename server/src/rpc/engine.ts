@@ -68,8 +68,6 @@ export interface Engine {
   readonly stream: StreamHandler;
   /** Takes an HTTP/1.x request to a served method (true), or leaves it (false). */
   readonly http1: Http1Handler;
-  /** Every served request path. */
-  readonly paths: ReadonlySet<string>;
   /** Stops taking calls: from now on every request is left to the fallback. */
   drain(): void;
   /** Bytes of request bodies being read now, in the whole process. */
@@ -146,33 +144,23 @@ export function createEngine(options: EngineOptions): Engine {
     }
     const url = `${x.encrypted ? "https" : "http"}://${authority}${x.path}`;
     const values = options.contextValues(x.peer);
-    const unary = route.unary;
-    if (unary !== undefined && x.method === "POST") {
+    if (x.method === "POST") {
       const contentType = header(x.headers, "content-type");
-      if (x instanceof Http2Exchange && parseGrpcContentType(contentType)?.binary === true) {
-        serveGrpcUnary(serving, unary, x, url, values, false);
-        return;
+      const grpc = x instanceof Http2Exchange && parseGrpcContentType(contentType)?.binary === true;
+      const { unary, serverStream } = route;
+      if (unary !== undefined) {
+        if (grpc) return serveGrpcUnary(serving, unary, x, url, values, false);
+        const grpcWeb = parseGrpcWebContentType(contentType);
+        if (grpcWeb?.binary === true && !grpcWeb.text) {
+          return serveGrpcUnary(serving, unary, x, url, values, true);
+        }
+        const connect = parseConnectContentType(contentType);
+        if (connect !== undefined && !connect.stream && !requireConnectHeader) {
+          return serveConnectUnary(serving, unary, connect.binary, x, url, values);
+        }
+      } else if (serverStream !== undefined && grpc && x instanceof Http2Exchange) {
+        return serveGrpcServerStream(serving, serverStream, x.body, x.headers, url, values);
       }
-      const grpcWeb = parseGrpcWebContentType(contentType);
-      if (grpcWeb?.binary === true && !grpcWeb.text) {
-        serveGrpcUnary(serving, unary, x, url, values, true);
-        return;
-      }
-      const connect = parseConnectContentType(contentType);
-      if (connect !== undefined && !connect.stream && !requireConnectHeader) {
-        serveConnectUnary(serving, unary, connect.binary, x, url, values);
-        return;
-      }
-    }
-    const serverStream = route.serverStream;
-    if (
-      serverStream !== undefined &&
-      x instanceof Http2Exchange &&
-      x.method === "POST" &&
-      parseGrpcContentType(header(x.headers, "content-type"))?.binary === true
-    ) {
-      serveGrpcServerStream(serving, serverStream, x.body, x.headers, url, values);
-      return;
     }
     if (x.method === "GET") {
       const problem = getQueryProblem(x.path);
@@ -231,7 +219,6 @@ export function createEngine(options: EngineOptions): Engine {
       serve(new Http1Exchange(req, res, budgetOf(req.socket)), route);
       return true;
     },
-    paths: new Set(routes.keys()),
     drain() {
       draining = true;
     },

@@ -51,7 +51,8 @@ export interface Exchange {
   reset(): void;
 }
 
-const gone = () => new ConnectError("the client went away", Code.Canceled);
+/** Why a call ends when its client is gone without saying why (no reset code, a closed socket). */
+export const gone = (): ConnectError => new ConnectError("the client went away", Code.Canceled);
 
 /**
  * Waits for `stream` to take more after a write returned false: 'drain',
@@ -73,6 +74,23 @@ function whenDrained(stream: NodeJS.EventEmitter, onClose: (l: () => void) => vo
   });
 }
 
+/** The listeners waiting for an exchange to close; a listener added after it closed runs at once. */
+class Closing {
+  closed = false;
+  #listeners: Array<() => void> = [];
+
+  readonly add = (listener: () => void): void => {
+    if (this.closed) listener();
+    else this.#listeners.push(listener);
+  };
+
+  readonly close = (): void => {
+    this.closed = true;
+    for (const listener of this.#listeners) listener();
+    this.#listeners = [];
+  };
+}
+
 /** An exchange on a raw HTTP/2 stream. */
 export class Http2Exchange implements Exchange {
   readonly httpVersion = "2.0";
@@ -81,8 +99,7 @@ export class Http2Exchange implements Exchange {
   readonly authority: string | undefined;
   readonly encrypted: boolean;
   readonly peer: Peer;
-  #closed = false;
-  #closeListeners: Array<() => void> = [];
+  readonly #closing = new Closing();
 
   constructor(
     readonly body: http2.ServerHttp2Stream,
@@ -96,24 +113,15 @@ export class Http2Exchange implements Exchange {
     this.encrypted = body.session?.encrypted === true;
     this.peer = peerOf(body.session?.socket?.remoteAddress, headers["user-agent"]);
     body.on("error", () => undefined); // reported through 'close' / rstCode
-    body.once("close", () => {
-      this.#closed = true;
-      for (const listener of this.#closeListeners) listener();
-      this.#closeListeners = [];
-    });
+    body.once("close", this.#closing.close);
   }
 
   get writable(): boolean {
-    return !this.#closed && !this.body.destroyed;
+    return !this.#closing.closed && !this.body.destroyed;
   }
 
-  #whenClosed = (listener: () => void) => {
-    if (this.#closed) listener();
-    else this.#closeListeners.push(listener);
-  };
-
   onClose(listener: (reason: ConnectError | undefined) => void): void {
-    this.#whenClosed(() => listener(errorFromResetCode(this.body.rstCode)));
+    this.#closing.add(() => listener(errorFromResetCode(this.body.rstCode)));
   }
 
   respond(status: number, header: Headers, trailers: boolean): void {
@@ -123,7 +131,7 @@ export class Http2Exchange implements Exchange {
   write(chunk: Uint8Array): Promise<void> {
     if (!this.writable) return Promise.reject(gone());
     if (this.body.write(chunk)) return Promise.resolve();
-    return whenDrained(this.body, this.#whenClosed);
+    return whenDrained(this.body, this.#closing.add);
   }
 
   end(chunk?: Uint8Array, trailer?: Headers): void {
@@ -151,8 +159,7 @@ export class Http1Exchange implements Exchange {
   readonly encrypted: boolean;
   readonly headers: NodeIncomingHeaders;
   readonly peer: Peer;
-  #closed = false;
-  #closeListeners: Array<() => void> = [];
+  readonly #closing = new Closing();
 
   constructor(
     readonly body: http.IncomingMessage,
@@ -170,24 +177,15 @@ export class Http1Exchange implements Exchange {
     body.on("error", () => undefined); // reported through the response's 'close'
     // Node emits 'close' on the request once its body is read; the
     // response's 'close' is the end of the exchange (nodejs/node#40775).
-    res.once("close", () => {
-      this.#closed = true;
-      for (const listener of this.#closeListeners) listener();
-      this.#closeListeners = [];
-    });
+    res.once("close", this.#closing.close);
   }
 
   get writable(): boolean {
-    return !this.#closed && !this.res.destroyed;
+    return !this.#closing.closed && !this.res.destroyed;
   }
 
-  #whenClosed = (listener: () => void) => {
-    if (this.#closed) listener();
-    else this.#closeListeners.push(listener);
-  };
-
   onClose(listener: (reason: ConnectError | undefined) => void): void {
-    this.#whenClosed(() =>
+    this.#closing.add(() =>
       listener(
         this.res.writableFinished
           ? undefined
@@ -205,7 +203,7 @@ export class Http1Exchange implements Exchange {
   write(chunk: Uint8Array): Promise<void> {
     if (!this.writable) return Promise.reject(gone());
     if (this.res.write(chunk)) return Promise.resolve();
-    return whenDrained(this.res, this.#whenClosed);
+    return whenDrained(this.res, this.#closing.add);
   }
 
   end(chunk?: Uint8Array, trailer?: Headers): void {

@@ -31,22 +31,16 @@ import {
   headerContentType,
   headerEncoding,
   headerGrpcStatus,
-  headerTimeout,
   parseTimeout,
   setTrailerStatus,
 } from "@connectrpc/connect/protocol-grpc";
 import { CallLifetime, header, toConnectError } from "./call.js";
-import { envelope } from "./grpc-unary.js";
+import { gone } from "./exchange.js";
+import { envelope, GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT } from "./grpc-unary.js";
 import { FastHeaders } from "./headers.js";
 import type { Serving as EngineServing } from "./serving.js";
 import { ENVELOPE_PREFIX_BYTES as HEADER_PREFIX_BYTES } from "./unary-body.js";
 import { errorFromResetCode, nodeHeaders } from "./upstream.js";
-
-// Node hands over request headers in lower case; connect's names are
-// capitalised ("Grpc-Timeout"), which only its Headers objects ignore.
-const GRPC_TIMEOUT = headerTimeout.toLowerCase();
-const GRPC_ENCODING = headerEncoding.toLowerCase();
-const GRPC_ACCEPT_ENCODING = headerAcceptEncoding.toLowerCase();
 
 /**
  * The engine's gRPC server-streaming driver: binary
@@ -438,11 +432,7 @@ class ServerStreamCall {
     if (this.#trailers === undefined) {
       this.#gone = true;
       const stream = this.#stream;
-      this.#lifetime.abandon(
-        () =>
-          errorFromResetCode(stream.rstCode) ??
-          new ConnectError("the client went away", Code.Canceled),
-      );
+      this.#lifetime.abandon(() => errorFromResetCode(stream.rstCode) ?? gone());
       this.#input.close(this.#lifetime.signal.reason);
     }
     this.#onDrain();

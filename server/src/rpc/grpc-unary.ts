@@ -30,9 +30,9 @@ import {
   placeholder,
   toConnectError,
 } from "./call.js";
-import type { Exchange } from "./exchange.js";
+import { type Exchange, gone } from "./exchange.js";
 import { FastHeaders } from "./headers.js";
-import { kRequestBody } from "./request-gate.js";
+import { deferBody } from "./request-gate.js";
 import type { UnaryRoute } from "./route-table.js";
 import type { Serving } from "./serving.js";
 import { ENVELOPE_PREFIX_BYTES, readUnaryEnvelopes } from "./unary-body.js";
@@ -55,9 +55,11 @@ import { ENVELOPE_PREFIX_BYTES, readUnaryEnvelopes } from "./unary-body.js";
  * Node-refused header resets the stream instead of leaving it hanging.
  */
 
-const GRPC_TIMEOUT = headerTimeout.toLowerCase();
-const GRPC_ENCODING = headerEncoding.toLowerCase();
-const GRPC_ACCEPT_ENCODING = headerAcceptEncoding.toLowerCase();
+// Node hands over request headers in lower case; connect's names are
+// capitalised ("Grpc-Timeout"), which only its Headers objects ignore.
+export const GRPC_TIMEOUT = headerTimeout.toLowerCase();
+export const GRPC_ENCODING = headerEncoding.toLowerCase();
+export const GRPC_ACCEPT_ENCODING = headerAcceptEncoding.toLowerCase();
 
 /** One message as one envelope (every byte written, so no zero fill). */
 export function envelope(flags: number, data: Uint8Array): Buffer {
@@ -103,9 +105,7 @@ export function serveGrpcUnary(
     serving.shutdownSignal,
     timeout.error === undefined ? timeout.timeoutMs : undefined,
   );
-  x.onClose((reason) =>
-    call.abandon(() => reason ?? new ConnectError("the client went away", Code.Canceled)),
-  );
+  x.onClose((reason) => call.abandon(() => reason ?? gone()));
 
   const respond = (message: Uint8Array | undefined) => {
     call.settle();
@@ -156,9 +156,6 @@ export function serveGrpcUnary(
   /** Reads the body and parses its one message, failing as connect's handler fails. */
   const readMessage = () =>
     new Promise<MessageShape<DescMessage>>((resolve, reject) => {
-      x.onClose((reason) =>
-        reject(reason ?? new ConnectError("the client went away", Code.Canceled)),
-      );
       readUnaryEnvelopes(x.body, serving.readMaxBytes, x.budget, (error, first, second) => {
         if (error !== undefined && first === undefined) return reject(error);
         if (first === undefined) {
@@ -192,7 +189,7 @@ export function serveGrpcUnary(
     });
 
   // The body is read when the call reaches the request gate (request-gate.ts).
-  values.set(kRequestBody, readMessage);
+  deferBody(values, x, readMessage);
   // Node refusing a header (e.g. an interceptor set an invalid value)
   // throws from `respond`: the exchange is reset rather than left hanging.
   invokeUnary(route, context, placeholder(route), serving.interceptors)

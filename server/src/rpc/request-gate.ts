@@ -1,4 +1,5 @@
-import { createContextKey, type Interceptor } from "@connectrpc/connect";
+import { type ContextValues, createContextKey, type Interceptor } from "@connectrpc/connect";
+import { type Exchange, gone } from "./exchange.js";
 
 /**
  * The request gate: the engine's unary drivers start THE interceptor chain
@@ -15,7 +16,7 @@ import { createContextKey, type Interceptor } from "@connectrpc/connect";
  */
 
 /** Reads, decompresses and parses the call's unary request message (set by the driver). */
-export const kRequestBody = createContextKey<(() => Promise<unknown>) | undefined>(undefined, {
+const kRequestBody = createContextKey<(() => Promise<unknown>) | undefined>(undefined, {
   description: "unary request body reader",
 });
 
@@ -38,4 +39,19 @@ export function withRequestGate(
 ): Interceptor[] {
   if (gateAfter === undefined) return [...interceptors];
   return [...interceptors.slice(0, gateAfter), requestGate, ...interceptors.slice(gateAfter)];
+}
+
+/**
+ * Defers a unary call's body to the gate: `read` (read, decompress, parse)
+ * runs when the call reaches it, and fails if the exchange closes first.
+ */
+export function deferBody(values: ContextValues, x: Exchange, read: () => Promise<unknown>): void {
+  values.set(
+    kRequestBody,
+    () =>
+      new Promise((resolve, reject) => {
+        x.onClose((reason) => reject(reason ?? gone()));
+        read().then(resolve, reject);
+      }),
+  );
 }

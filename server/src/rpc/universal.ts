@@ -1,8 +1,10 @@
-import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
+import type { ContextValues } from "@connectrpc/connect";
 import type { UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { parseTimeout as parseConnectTimeout } from "@connectrpc/connect/protocol-connect";
+import { parseTimeout as parseGrpcTimeout } from "@connectrpc/connect/protocol-grpc";
 import type { Logger } from "pino";
 import { MAX_TIMER_MS } from "./call.js";
-import type { Exchange } from "./exchange.js";
+import { type Exchange, gone } from "./exchange.js";
 import { FastHeaders } from "./headers.js";
 import type { Route } from "./route-table.js";
 
@@ -24,23 +26,11 @@ import type { Route } from "./route-table.js";
  *   would set an overflowing timer, which Node fires after 1 ms).
  */
 
-const TIMEOUT_HEADERS = ["grpc-timeout", "connect-timeout-ms"] as const;
-/** gRPC timeout units in milliseconds. */
-const GRPC_UNITS: Record<string, number> = {
-  H: 3_600_000,
-  M: 60_000,
-  S: 1000,
-  m: 1,
-  u: 0.001,
-  n: 0.000001,
-};
-
-/** The deadline a timeout header asks for, in ms (NaN when it does not parse). */
-function requestedTimeoutMs(name: (typeof TIMEOUT_HEADERS)[number], value: string): number {
-  if (name === "connect-timeout-ms") return /^\d{1,10}$/.test(value) ? Number(value) : Number.NaN;
-  const match = /^(\d{1,8})([HMSmun])$/.exec(value);
-  return match ? Number(match[1]) * (GRPC_UNITS[match[2] as string] as number) : Number.NaN;
-}
+/** The deadline headers and connect's parser of each (no upper limit: only the length matters here). */
+const TIMEOUT_HEADERS = [
+  ["grpc-timeout", parseGrpcTimeout],
+  ["connect-timeout-ms", parseConnectTimeout],
+] as const;
 
 /** Serves one call through connect's handler for `route`. */
 export async function serveUniversal(
@@ -53,9 +43,9 @@ export async function serveUniversal(
   const controller = new AbortController();
   x.onClose((reason) => controller.abort(reason));
   const header = FastHeaders.fromNode(x.headers);
-  for (const name of TIMEOUT_HEADERS) {
-    const value = header.get(name);
-    if (value !== null && requestedTimeoutMs(name, value) > MAX_TIMER_MS) header.delete(name);
+  for (const [name, parse] of TIMEOUT_HEADERS) {
+    const { timeoutMs } = parse(header.get(name), Number.MAX_SAFE_INTEGER);
+    if (timeoutMs !== undefined && timeoutMs > MAX_TIMER_MS) header.delete(name);
   }
   const unary = route.method.methodKind === "unary";
   const request: UniversalServerRequest = {
@@ -135,7 +125,7 @@ async function writeResponse(
       x.end(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks), trailer);
       return;
     }
-    if (!x.writable) throw new ConnectError("the client went away", Code.Canceled);
+    if (!x.writable) throw gone();
     x.respond(response.status, header, trailer !== undefined);
     for (; chunk.done !== true; chunk = await it.next()) {
       writing = true;
